@@ -1,0 +1,90 @@
+# Entry points. `make demo` shows the feature in a VM, `make test` runs every test.
+# Kernel trees and images live in a cache outside the repository
+# ($MEMMAP_KMEM_CACHE, default ~/.cache/memmap-kmem); see kbuild/kbuild.py.
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+KBUILD := $(PYTHON) kbuild/kbuild.py
+# 1: a VM test whose prerequisite is missing fails instead of skipping (CI).
+MEMMAP_KMEM_VM ?= 1
+export MEMMAP_KMEM_VM
+
+.PHONY: all deps venv kernel kernel-stock kernel-debug prepare-series export-series \
+	check-series check-config kunit lint unit vm-test test demo bench clean-venv help
+
+all: help
+
+help:
+	@echo "make demo           boot the patched kernel in QEMU and show the DRAM saved"
+	@echo "make test           lint, unit tests, series check, KUnit, VM tests"
+	@echo "make kernel         build the patched kernel (prints the bzImage path)"
+	@echo "make kernel-stock   build unpatched 6.12.117 with the same config"
+	@echo "make kernel-debug   patched kernel with KASAN, lockdep and kmemleak"
+	@echo "make prepare-series check out the series in the cache tree to edit it"
+	@echo "make export-series  write the edited branch back to kernel-patch/"
+	@echo "make check-series   git am, checkpatch --strict --codespell, build each patch"
+	@echo "make check-config   fail if olddefconfig drops a Kconfig.snippet line"
+	@echo "make kunit          boot the patched kernel and check the KUnit suite"
+	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
+	@echo "make bench          benchmarks P1-P3 into bench/results/"
+
+deps:
+	bash scripts/install-deps.sh
+
+$(VENV)/.installed: pyproject.toml | deps
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+kernel: deps
+	$(KBUILD) build --variant patched
+
+kernel-stock: deps
+	$(KBUILD) build --variant stock
+
+kernel-debug: deps
+	$(KBUILD) build --variant patched --debug
+
+prepare-series: deps
+	$(KBUILD) prepare
+
+export-series:
+	$(KBUILD) export
+
+check-series: deps
+	$(KBUILD) check
+
+check-config: deps
+	$(KBUILD) check-config
+
+kunit: kernel
+	$(KBUILD) kunit
+
+lint: venv
+	$(VENV)/bin/ruff check pyshim tests bench kbuild
+	$(VENV)/bin/ruff format --check pyshim tests bench kbuild
+	$(VENV)/bin/mypy pyshim kbuild
+
+unit: venv
+	$(VPY) -m pytest -q -m 'not vm' tests/unit
+
+vm-test: venv kernel kernel-stock
+	$(VPY) -m pytest -q -m vm tests/vm
+
+# The stock kernel first: check-series then builds each patch incrementally on
+# top of it, and its last step leaves the patched kernel ready for the VM tests.
+test: lint unit kernel-stock check-series check-config kunit vm-test
+
+demo: venv kernel
+	$(VPY) -m tests.vm.demo
+
+bench: venv kernel kernel-stock
+	$(VPY) bench/p1_p2.py
+	$(VPY) bench/p3_check_vs_lsmem.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,486 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Build the 6.12 kernel with (or without) the kmem memmap_on_memory series.
+
+The kernel tree lives in a cache directory outside the repository:
+
+  $CACHE/src/linux-<ver>/      git tree: tag base-<ver> is Debian's linux-source
+                               tarball, branch memmap-kmem is the series on top
+  $CACHE/build/<flavour>/      kbuild output directory (O=), one per config flavour
+  $CACHE/images/<name>-<key>/  finished bzImage + .config, keyed by everything
+                               that went into them; images/<name> links the newest
+
+The cache is $MEMMAP_KMEM_CACHE, else $XDG_CACHE_HOME/memmap-kmem, else
+~/.cache/memmap-kmem.  A second build with nothing changed does no work.
+
+Sub-commands:
+  build   --variant stock|patched [--debug]   print the bzImage path
+  export                                      branch -> kernel-patch/
+  check                                       git am, checkpatch, build each patch
+  check-config                                fragment lines olddefconfig dropped
+  kunit   [--kernel K] [--log L]                boot K in QEMU, check its KUnit suites
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_VERSION = "6.12.117"
+DEBIAN_PACKAGE = "linux-source-6.12"
+DEBIAN_VERSION = "6.12.117-1~deb12u1"
+BRANCH = "memmap-kmem"
+KUNIT_SUITES = ("dax_kmem_memmap",)
+# Identity and dates of the imported base commit: fixed, so that every machine
+# creates the same base-commit id and the series' base-commit line is stable.
+BASE_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Debian kernel source",
+    "GIT_AUTHOR_EMAIL": "debian-kernel@lists.debian.org",
+    "GIT_COMMITTER_NAME": "Debian kernel source",
+    "GIT_COMMITTER_EMAIL": "debian-kernel@lists.debian.org",
+    "GIT_AUTHOR_DATE": "2025-11-14T12:56:00+00:00",
+    "GIT_COMMITTER_DATE": "2025-11-14T12:56:00+00:00",
+}
+# Debian's codespell keeps its dictionary inside the Python package.
+CODESPELL_DICTIONARY = "/usr/lib/python3/dist-packages/codespell_lib/data/dictionary.txt"
+SERIES_IDENTITY = ("Memmap Kmem Developers", "memmap-kmem@lists.example.org")
+
+
+class BuildError(Exception):
+    """A step failed in a way the user can fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path of a build, derived from the repository and the cache roots."""
+
+    repo: Path
+    cache: Path
+
+    @property
+    def tarball(self) -> Path:
+        return Path("/usr/src") / f"{DEBIAN_PACKAGE}.tar.xz"
+
+    @property
+    def src(self) -> Path:
+        return self.cache / "src" / f"linux-{BASE_VERSION}"
+
+    def build_dir(self, debug: bool) -> Path:
+        suffix = "-debug" if debug else ""
+        return self.cache / "build" / f"linux-{BASE_VERSION}{suffix}"
+
+    @property
+    def images(self) -> Path:
+        return self.cache / "images"
+
+    @property
+    def patch_dir(self) -> Path:
+        return self.repo / "kernel-patch"
+
+    @property
+    def fragment(self) -> Path:
+        return self.repo / "Kconfig.snippet"
+
+    @property
+    def debug_fragment(self) -> Path:
+        return self.repo / "kbuild" / "debug.config"
+
+    def series(self) -> list[Path]:
+        series = self.patch_dir / "series"
+        if not series.exists():
+            return []
+        names = [
+            line.strip()
+            for line in series.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+        return [self.patch_dir / name for name in names]
+
+
+def default_cache() -> Path:
+    if os.environ.get("MEMMAP_KMEM_CACHE"):
+        return Path(os.environ["MEMMAP_KMEM_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "memmap-kmem"
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
+        capture: bool = False) -> str:
+    full_env = dict(os.environ, **env) if env else None
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, text=True,
+                          stdout=subprocess.PIPE if capture else None)
+    if proc.returncode:
+        raise BuildError(f"'{' '.join(cmd)}' failed with exit status {proc.returncode}")
+    return proc.stdout if capture else ""
+
+
+def git(layout: Layout, *args: str, capture: bool = False,
+        env: dict[str, str] | None = None) -> str:
+    return run(["git", "-C", str(layout.src), *args], capture=capture, env=env)
+
+
+def ensure_source(layout: Layout) -> None:
+    """Install the Debian source package if needed and import it as a git base."""
+    if (layout.src / ".git").is_dir():
+        return
+    if not layout.tarball.exists():
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
+             f"{DEBIAN_PACKAGE}={DEBIAN_VERSION}"],
+            env={"DEBIAN_FRONTEND": "noninteractive"})
+    staging = layout.src.with_name(layout.src.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    run(["tar", "-xJf", str(layout.tarball), "-C", str(staging), "--strip-components=1"])
+    # Debian's .gitignore ignores the whole top level; the import takes every file.
+    env = dict(BASE_IDENTITY)
+    for args in (["init", "-q"], ["add", "-f", "-A", "."],
+                 ["commit", "-q", "-m", f"Linux {BASE_VERSION} ({DEBIAN_PACKAGE})"],
+                 ["tag", f"base-{BASE_VERSION}"],
+                 ["config", "user.name", SERIES_IDENTITY[0]],
+                 ["config", "user.email", SERIES_IDENTITY[1]]):
+        run(["git", "-C", str(staging), *args], env=env)
+    staging.rename(layout.src)
+
+
+def require_clean_tree(layout: Layout) -> None:
+    dirty = git(layout, "status", "--porcelain", "--untracked-files=no", capture=True)
+    if dirty.strip():
+        raise BuildError(f"{layout.src} has uncommitted changes: commit them on branch "
+                         f"{BRANCH} and run 'make export-series', or 'git -C {layout.src} "
+                         "stash' them")
+
+
+def digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:16]
+
+
+def series_key(layout: Layout) -> str:
+    return digest(*(p.name.encode() + p.read_bytes() for p in layout.series()))
+
+
+def checkout_series(layout: Layout) -> None:
+    """Put branch memmap-kmem at base + kernel-patch/ unless it is there already."""
+    key = series_key(layout)
+    stamp = layout.src / ".git" / "memmap-kmem-series"
+    if stamp.exists():
+        recorded_key, _, recorded_head = stamp.read_text().strip().partition(" ")
+        head = git(layout, "rev-parse", "-q", "--verify", f"refs/heads/{BRANCH}",
+                   capture=True).strip() if branch_exists(layout) else ""
+        if recorded_key == key and recorded_head == head:
+            git(layout, "checkout", "-q", BRANCH)
+            return
+    git(layout, "checkout", "-q", "-B", BRANCH, f"base-{BASE_VERSION}")
+    patches = [p for p in layout.series() if not p.name.startswith("0000-")]
+    if patches:
+        git(layout, "am", "-q", "--keep-cr", *map(str, patches))
+    set_cover_letter(layout)
+    head = git(layout, "rev-parse", "HEAD", capture=True).strip()
+    stamp.write_text(f"{key} {head}\n")
+
+
+def branch_exists(layout: Layout) -> bool:
+    return subprocess.run(["git", "-C", str(layout.src), "rev-parse", "-q", "--verify",
+                           f"refs/heads/{BRANCH}"], capture_output=True).returncode == 0
+
+
+def set_cover_letter(layout: Layout) -> None:
+    """Restore the branch description (the cover letter text) from kernel-patch/."""
+    covers = sorted(layout.patch_dir.glob("0000-cover-letter.patch"))
+    if not covers:
+        return
+    text = covers[0].read_text()
+    subject = re.search(r"^Subject: \[PATCH[^\]]*\] (.*)$", text, re.M)
+    head, _, body = text.partition("\n\n")
+    body_lines = []
+    for line in body.splitlines():
+        if re.match(r"^\S.* \(\d+\):$", line):
+            break
+        body_lines.append(line)
+    description = (subject.group(1) if subject else "") + "\n\n" + "\n".join(body_lines)
+    git(layout, "config", f"branch.{BRANCH}.description", description.strip() + "\n")
+
+
+def configure(layout: Layout, out: Path, debug: bool, strict: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    make = ["make", "-s", "-C", str(layout.src), f"O={out}", "ARCH=x86_64"]
+    run([*make, "tinyconfig"])
+    fragments = [layout.fragment] + ([layout.debug_fragment] if debug else [])
+    run([str(layout.src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(out),
+         str(out / ".config"), *map(str, fragments)])
+    run([*make, "olddefconfig"])
+    if strict:
+        dropped = dropped_lines(fragments, out / ".config")
+        if dropped:
+            raise BuildError("olddefconfig dropped these fragment lines (a missing "
+                             "dependency?): " + "; ".join(dropped))
+
+
+def dropped_lines(fragments: list[Path], config: Path) -> list[str]:
+    have = set(config.read_text().splitlines())
+    wanted: list[str] = []
+    for fragment in fragments:
+        for line in fragment.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("CONFIG_") or line.startswith("# CONFIG_"):
+                wanted.append(line)
+    return [line for line in wanted if line not in have]
+
+
+def make_bzimage(layout: Layout, out: Path) -> Path:
+    run(["make", "-s", "-C", str(layout.src), f"O={out}", "ARCH=x86_64",
+         f"-j{os.cpu_count() or 1}", "bzImage"])
+    return out / "arch/x86/boot/bzImage"
+
+
+def image_key(layout: Layout, variant: str, debug: bool) -> str:
+    parts = [BASE_VERSION.encode(), variant.encode(), layout.fragment.read_bytes()]
+    if debug:
+        parts.append(layout.debug_fragment.read_bytes())
+    if variant == "patched":
+        parts.append(series_key(layout).encode())
+    return digest(*parts)
+
+
+def build(layout: Layout, variant: str, debug: bool) -> Path:
+    name = variant + ("-debug" if debug else "")
+    key = image_key(layout, variant, debug)
+    final = layout.images / f"{name}-{key}"
+    link = layout.images / name
+    if not (final / "bzImage").exists():
+        ensure_source(layout)
+        require_clean_tree(layout)
+        if variant == "patched":
+            checkout_series(layout)
+        else:
+            git(layout, "checkout", "-q", "--detach", f"base-{BASE_VERSION}")
+        out = layout.build_dir(debug)
+        configure(layout, out, debug, strict=variant == "patched")
+        image = make_bzimage(layout, out)
+        staging = final.with_name(final.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        shutil.copy2(image, staging / "bzImage")
+        shutil.copy2(out / ".config", staging / "config")
+        staging.rename(final)
+    tmp_link = link.with_name(link.name + ".new")
+    tmp_link.unlink(missing_ok=True)
+    tmp_link.symlink_to(final.name)
+    tmp_link.replace(link)
+    return link / "bzImage"
+
+
+def export(layout: Layout) -> None:
+    """Regenerate kernel-patch/ from branch memmap-kmem (never hand-edit patches)."""
+    require_clean_tree(layout)
+    # The cover letter carries the date of the newest patch, not of the export.
+    tip_date = git(layout, "log", "-1", "--format=%aD", BRANCH, capture=True).strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        git(layout, "format-patch", "-q", "--cover-letter", "--cover-from-description=subject",
+            "--thread=shallow", f"--base=base-{BASE_VERSION}", "-o", tmp,
+            f"base-{BASE_VERSION}..{BRANCH}")
+        layout.patch_dir.mkdir(exist_ok=True)
+        for old in layout.patch_dir.glob("*.patch"):
+            old.unlink()
+        names = sorted(p.name for p in Path(tmp).glob("*.patch"))
+        for name in names:
+            # Message-Id and the From line's date differ on every run: drop them
+            # so that an unchanged branch exports to byte-identical files.
+            text = (Path(tmp) / name).read_text()
+            text = re.sub(r"^From [0-9a-f]{40} .*$", "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001", text, count=1, flags=re.M)
+            text = re.sub(r"^(Message-Id|In-Reply-To|References): .*\n", "", text, flags=re.M)
+            if name.startswith("0000-"):
+                text = re.sub(r"^Date: .*$", f"Date: {tip_date}", text, count=1, flags=re.M)
+            (layout.patch_dir / name).write_text(text)
+        (layout.patch_dir / "series").write_text("\n".join(names) + "\n")
+    key = series_key(layout)
+    head = git(layout, "rev-parse", BRANCH, capture=True).strip()
+    (layout.src / ".git" / "memmap-kmem-series").write_text(f"{key} {head}\n")
+    print(f"exported {len(names)} files to {layout.patch_dir}")
+
+
+def check(layout: Layout) -> int:
+    """Fresh git am, checkpatch --strict --codespell, and a build after each patch."""
+    ensure_source(layout)
+    require_clean_tree(layout)
+    checkout_series(layout)
+    patches = [p for p in layout.series() if not p.name.startswith("0000-")]
+    if not patches:
+        raise BuildError("kernel-patch/series lists no patches")
+    failures = 0
+    for patch in patches:
+        proc = subprocess.run(
+            [str(layout.src / "scripts/checkpatch.pl"), "--strict", "--codespell",
+             "--codespellfile", CODESPELL_DICTIONARY, "--terse", "--show-types",
+             str(patch)],
+            cwd=layout.src, text=True, capture_output=True,
+            # scripts/spdxcheck.py needs Debian's python3 with python3-ply and
+            # python3-git, not whichever python3 comes first on PATH.
+            env=dict(os.environ, PATH="/usr/bin:" + os.environ.get("PATH", "")))
+        if "Traceback" in proc.stderr or (proc.returncode and not proc.stdout.strip()):
+            raise BuildError(f"checkpatch.pl failed on {patch.name}: {proc.stderr.strip()}")
+        report = [line for line in proc.stdout.splitlines() if ": " in line]
+        bad = [line for line in report if ": ERROR:" in line or ": WARNING:" in line]
+        checks = [line for line in report if ": CHECK:" in line]
+        print(f"checkpatch {patch.name}: {len(bad)} errors/warnings, {len(checks)} checks")
+        for line in bad + checks:
+            print("   ", line)
+        failures += len(bad)
+    commits = git(layout, "rev-list", "--reverse", f"base-{BASE_VERSION}..{BRANCH}",
+                  capture=True).split()
+    out = layout.build_dir(debug=False)
+    for number, commit in enumerate(commits, 1):
+        git(layout, "checkout", "-q", "--detach", commit)
+        subject = git(layout, "log", "-1", "--format=%s", capture=True).strip()
+        print(f"build after patch {number}/{len(commits)}: {subject}", flush=True)
+        configure(layout, out, debug=False, strict=False)
+        make_bzimage(layout, out)
+    git(layout, "checkout", "-q", BRANCH)
+    configure(layout, out, debug=False, strict=True)
+    if failures:
+        print(f"checkpatch: {failures} errors/warnings", file=sys.stderr)
+        return 1
+    print(f"series OK: {len(patches)} patches apply, are checkpatch-clean and build")
+    return 0
+
+
+KTAP_RESULT = re.compile(r"^(not ok|ok) (\d+) (.+?)(?:\s+#\s*(\w+).*)?$")
+KTAP_SUBTEST = re.compile(r"^# Subtest: (\S+)")
+
+
+@dataclass
+class KunitReport:
+    """Results of the KUnit suites in a kernel log, keyed "suite.case"."""
+
+    cases: dict[str, str]
+    sub_cases: int
+    problems: list[str]
+
+
+def kunit_results(log: str, suites: tuple[str, ...]) -> KunitReport:
+    """Parse the KTAP that built-in KUnit suites print to the kernel log.
+
+    Suites are subtests at indentation 4, their cases results at indentation
+    4, the parameters of a case at indentation 8 (those roll up into the
+    case's own result, which is "not ok" if any parameter failed).
+    """
+    cases: dict[str, str] = {}
+    sub_cases = 0
+    suite: str | None = None
+    for raw in log.splitlines():
+        line = re.sub(r"^\[\s*\d+\.\d+\]\s?", "", raw.rstrip())
+        indent = len(line) - len(line.lstrip(" "))
+        text = line.strip()
+        subtest = KTAP_SUBTEST.match(text)
+        if subtest and indent == 4:
+            suite = subtest.group(1)
+            continue
+        result = KTAP_RESULT.match(text)
+        if not result or suite is None:
+            continue
+        status, _, name, directive = result.groups()
+        if indent == 0:
+            suite = None
+        elif indent == 4:
+            cases[f"{suite}.{name}"] = "skip" if directive == "SKIP" else status
+        else:
+            sub_cases += 1
+    problems = [f"suite {name} did not run" for name in suites
+                if not any(case.startswith(name + ".") for case in cases)]
+    problems += [f"{case}: {status}" for case, status in cases.items() if status != "ok"]
+    return KunitReport(cases, sub_cases, problems)
+
+
+def boot_for_kunit(kernel: Path, timeout: int) -> str:
+    """Boot the kernel without a root file system and return its log.
+
+    Built-in KUnit suites run before the root file system is mounted; the
+    kernel then panics for want of a root, and panic=-1 with -no-reboot makes
+    QEMU exit, so the boot ends on its own in a few seconds.
+    """
+    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
+           "-m", "512M", "-nodefaults", "-display", "none", "-serial", "stdio",
+           "-no-reboot", "-kernel", str(kernel),
+           "-append", "console=ttyS0 panic=-1 kunit.enable=1"]
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        out = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else ""
+        return out + f"\nkbuild: QEMU did not exit within {timeout} s\n"
+    return proc.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--cache", type=Path, default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    build_p = sub.add_parser("build", help="build a bzImage and print its path")
+    build_p.add_argument("--variant", choices=("stock", "patched"), default="patched")
+    build_p.add_argument("--debug", action="store_true", help="KASAN, lockdep, kmemleak")
+    sub.add_parser("export", help="write branch memmap-kmem to kernel-patch/")
+    sub.add_parser("check", help="git am, checkpatch and build each patch")
+    sub.add_parser("check-config", help="fail if olddefconfig drops a fragment line")
+    sub.add_parser("prepare", help="import the source and apply the series")
+    kunit_p = sub.add_parser("kunit", help="boot a kernel in QEMU and check its KUnit results")
+    kunit_p.add_argument("--kernel", type=Path, help="bzImage (default: the patched build)")
+    kunit_p.add_argument("--log", type=Path, help="parse this saved log instead of booting")
+    kunit_p.add_argument("--save-log", type=Path, help="write the boot log here")
+    kunit_p.add_argument("--timeout", type=int, default=300)
+    args = parser.parse_args(argv)
+    layout = Layout(repo=args.repo, cache=args.cache or default_cache())
+    try:
+        if args.command == "build":
+            print(build(layout, args.variant, args.debug))
+        elif args.command == "export":
+            export(layout)
+        elif args.command == "check":
+            return check(layout)
+        elif args.command == "prepare":
+            ensure_source(layout)
+            require_clean_tree(layout)
+            checkout_series(layout)
+            print(layout.src)
+        elif args.command == "check-config":
+            ensure_source(layout)
+            require_clean_tree(layout)
+            checkout_series(layout)
+            with tempfile.TemporaryDirectory() as tmp:
+                configure(layout, Path(tmp), debug=False, strict=True)
+            print("Kconfig.snippet: every line survives olddefconfig")
+        elif args.command == "kunit":
+            if args.log:
+                log = args.log.read_text(errors="replace")
+            else:
+                log = boot_for_kunit(args.kernel or build(layout, "patched", False),
+                                     args.timeout)
+            if args.save_log:
+                args.save_log.write_text(log)
+            report = kunit_results(log, KUNIT_SUITES)
+            passed = sum(1 for status in report.cases.values() if status == "ok")
+            print(f"KUnit: {passed}/{len(report.cases)} cases passed "
+                  f"({report.sub_cases} parameterised sub-cases)")
+            for problem in report.problems:
+                print(f"KUnit: {problem}", file=sys.stderr)
+            return 1 if report.problems else 0
+    except BuildError as err:
+        print(f"kbuild: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
