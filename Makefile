@@ -67,10 +67,10 @@ kunit: kernel
 lint: venv
 	$(VENV)/bin/ruff check pyshim tests bench kbuild
 	$(VENV)/bin/ruff format --check pyshim tests bench kbuild
-	$(VENV)/bin/mypy pyshim kbuild
+	$(VENV)/bin/mypy pyshim kbuild/kbuild.py
 
 unit: venv
-	$(VPY) -m pytest -q -m 'not vm' tests/unit
+	$(VPY) -m pytest -q -m 'not vm' tests/unit tests/kbuild
 
 vm-test: venv kernel kernel-stock
 	$(VPY) -m pytest -q -m vm tests/vm

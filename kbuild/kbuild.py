@@ -112,19 +112,25 @@ def default_cache() -> Path:
     return Path(xdg) / "memmap-kmem"
 
 
-def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-        capture: bool = False) -> str:
+def run(
+    cmd: list[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    capture: bool = False,
+) -> str:
     full_env = dict(os.environ, **env) if env else None
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, text=True,
-                          stdout=subprocess.PIPE if capture else None)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=full_env, text=True, stdout=subprocess.PIPE if capture else None
+    )
     if proc.returncode:
         raise BuildError(f"'{' '.join(cmd)}' failed with exit status {proc.returncode}")
     return proc.stdout if capture else ""
 
 
-def git(layout: Layout, *args: str, capture: bool = False,
-        env: dict[str, str] | None = None) -> str:
+def git(
+    layout: Layout, *args: str, capture: bool = False, env: dict[str, str] | None = None
+) -> str:
     return run(["git", "-C", str(layout.src), *args], capture=capture, env=env)
 
 
@@ -133,20 +139,31 @@ def ensure_source(layout: Layout) -> None:
     if (layout.src / ".git").is_dir():
         return
     if not layout.tarball.exists():
-        run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
-             f"{DEBIAN_PACKAGE}={DEBIAN_VERSION}"],
-            env={"DEBIAN_FRONTEND": "noninteractive"})
+        run(
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                f"{DEBIAN_PACKAGE}={DEBIAN_VERSION}",
+            ],
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+        )
     staging = layout.src.with_name(layout.src.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     run(["tar", "-xJf", str(layout.tarball), "-C", str(staging), "--strip-components=1"])
     # Debian's .gitignore ignores the whole top level; the import takes every file.
     env = dict(BASE_IDENTITY)
-    for args in (["init", "-q"], ["add", "-f", "-A", "."],
-                 ["commit", "-q", "-m", f"Linux {BASE_VERSION} ({DEBIAN_PACKAGE})"],
-                 ["tag", f"base-{BASE_VERSION}"],
-                 ["config", "user.name", SERIES_IDENTITY[0]],
-                 ["config", "user.email", SERIES_IDENTITY[1]]):
+    for args in (
+        ["init", "-q"],
+        ["add", "-f", "-A", "."],
+        ["commit", "-q", "-m", f"Linux {BASE_VERSION} ({DEBIAN_PACKAGE})"],
+        ["tag", f"base-{BASE_VERSION}"],
+        ["config", "user.name", SERIES_IDENTITY[0]],
+        ["config", "user.email", SERIES_IDENTITY[1]],
+    ):
         run(["git", "-C", str(staging), *args], env=env)
     staging.rename(layout.src)
 
@@ -154,9 +171,11 @@ def ensure_source(layout: Layout) -> None:
 def require_clean_tree(layout: Layout) -> None:
     dirty = git(layout, "status", "--porcelain", "--untracked-files=no", capture=True)
     if dirty.strip():
-        raise BuildError(f"{layout.src} has uncommitted changes: commit them on branch "
-                         f"{BRANCH} and run 'make export-series', or 'git -C {layout.src} "
-                         "stash' them")
+        raise BuildError(
+            f"{layout.src} has uncommitted changes: commit them on branch "
+            f"{BRANCH} and run 'make export-series', or 'git -C {layout.src} "
+            "stash' them"
+        )
 
 
 def digest(*parts: bytes) -> str:
@@ -176,8 +195,11 @@ def checkout_series(layout: Layout) -> None:
     stamp = layout.src / ".git" / "memmap-kmem-series"
     if stamp.exists():
         recorded_key, _, recorded_head = stamp.read_text().strip().partition(" ")
-        head = git(layout, "rev-parse", "-q", "--verify", f"refs/heads/{BRANCH}",
-                   capture=True).strip() if branch_exists(layout) else ""
+        head = (
+            git(layout, "rev-parse", "-q", "--verify", f"refs/heads/{BRANCH}", capture=True).strip()
+            if branch_exists(layout)
+            else ""
+        )
         if recorded_key == key and recorded_head == head:
             git(layout, "checkout", "-q", BRANCH)
             return
@@ -191,25 +213,38 @@ def checkout_series(layout: Layout) -> None:
 
 
 def branch_exists(layout: Layout) -> bool:
-    return subprocess.run(["git", "-C", str(layout.src), "rev-parse", "-q", "--verify",
-                           f"refs/heads/{BRANCH}"], capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["git", "-C", str(layout.src), "rev-parse", "-q", "--verify", f"refs/heads/{BRANCH}"],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
 
 
 def set_cover_letter(layout: Layout) -> None:
     """Restore the branch description (the cover letter text) from kernel-patch/."""
-    covers = sorted(layout.patch_dir.glob("0000-cover-letter.patch"))
-    if not covers:
-        return
-    text = covers[0].read_text()
-    subject = re.search(r"^Subject: \[PATCH[^\]]*\] (.*)$", text, re.M)
-    head, _, body = text.partition("\n\n")
+    cover = layout.patch_dir / "0000-cover-letter.patch"
+    if cover.exists():
+        description = cover_description(cover.read_text())
+        git(layout, "config", f"branch.{BRANCH}.description", description)
+
+
+def cover_description(cover: str) -> str:
+    """The branch description that format-patch turned into this cover letter.
+
+    Its first line is the subject; the body runs up to git's shortlog, which
+    starts with "Author Name (N):".
+    """
+    subject = re.search(r"^Subject: \[PATCH[^\]]*\] (.*)$", cover, re.M)
+    _, _, body = cover.partition("\n\n")
     body_lines = []
     for line in body.splitlines():
         if re.match(r"^\S.* \(\d+\):$", line):
             break
         body_lines.append(line)
-    description = (subject.group(1) if subject else "") + "\n\n" + "\n".join(body_lines)
-    git(layout, "config", f"branch.{BRANCH}.description", description.strip() + "\n")
+    text = (subject.group(1) if subject else "") + "\n\n" + "\n".join(body_lines)
+    return text.strip() + "\n"
 
 
 def configure(layout: Layout, out: Path, debug: bool, strict: bool) -> None:
@@ -217,14 +252,24 @@ def configure(layout: Layout, out: Path, debug: bool, strict: bool) -> None:
     make = ["make", "-s", "-C", str(layout.src), f"O={out}", "ARCH=x86_64"]
     run([*make, "tinyconfig"])
     fragments = [layout.fragment] + ([layout.debug_fragment] if debug else [])
-    run([str(layout.src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(out),
-         str(out / ".config"), *map(str, fragments)])
+    run(
+        [
+            str(layout.src / "scripts/kconfig/merge_config.sh"),
+            "-m",
+            "-O",
+            str(out),
+            str(out / ".config"),
+            *map(str, fragments),
+        ]
+    )
     run([*make, "olddefconfig"])
     if strict:
         dropped = dropped_lines(fragments, out / ".config")
         if dropped:
-            raise BuildError("olddefconfig dropped these fragment lines (a missing "
-                             "dependency?): " + "; ".join(dropped))
+            raise BuildError(
+                "olddefconfig dropped these fragment lines (a missing "
+                "dependency?): " + "; ".join(dropped)
+            )
 
 
 def dropped_lines(fragments: list[Path], config: Path) -> list[str]:
@@ -239,8 +284,18 @@ def dropped_lines(fragments: list[Path], config: Path) -> list[str]:
 
 
 def make_bzimage(layout: Layout, out: Path) -> Path:
-    run(["make", "-s", "-C", str(layout.src), f"O={out}", "ARCH=x86_64",
-         f"-j{os.cpu_count() or 1}", "bzImage"])
+    run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(layout.src),
+            f"O={out}",
+            "ARCH=x86_64",
+            f"-j{os.cpu_count() or 1}",
+            "bzImage",
+        ]
+    )
     return out / "arch/x86/boot/bzImage"
 
 
@@ -287,9 +342,18 @@ def export(layout: Layout) -> None:
     # The cover letter carries the date of the newest patch, not of the export.
     tip_date = git(layout, "log", "-1", "--format=%aD", BRANCH, capture=True).strip()
     with tempfile.TemporaryDirectory() as tmp:
-        git(layout, "format-patch", "-q", "--cover-letter", "--cover-from-description=subject",
-            "--thread=shallow", f"--base=base-{BASE_VERSION}", "-o", tmp,
-            f"base-{BASE_VERSION}..{BRANCH}")
+        git(
+            layout,
+            "format-patch",
+            "-q",
+            "--cover-letter",
+            "--cover-from-description=subject",
+            "--thread=shallow",
+            f"--base=base-{BASE_VERSION}",
+            "-o",
+            tmp,
+            f"base-{BASE_VERSION}..{BRANCH}",
+        )
         layout.patch_dir.mkdir(exist_ok=True)
         for old in layout.patch_dir.glob("*.patch"):
             old.unlink()
@@ -298,7 +362,13 @@ def export(layout: Layout) -> None:
             # Message-Id and the From line's date differ on every run: drop them
             # so that an unchanged branch exports to byte-identical files.
             text = (Path(tmp) / name).read_text()
-            text = re.sub(r"^From [0-9a-f]{40} .*$", "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001", text, count=1, flags=re.M)
+            text = re.sub(
+                r"^From [0-9a-f]{40} .*$",
+                "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001",
+                text,
+                count=1,
+                flags=re.M,
+            )
             text = re.sub(r"^(Message-Id|In-Reply-To|References): .*\n", "", text, flags=re.M)
             if name.startswith("0000-"):
                 text = re.sub(r"^Date: .*$", f"Date: {tip_date}", text, count=1, flags=re.M)
@@ -321,13 +391,23 @@ def check(layout: Layout) -> int:
     failures = 0
     for patch in patches:
         proc = subprocess.run(
-            [str(layout.src / "scripts/checkpatch.pl"), "--strict", "--codespell",
-             "--codespellfile", CODESPELL_DICTIONARY, "--terse", "--show-types",
-             str(patch)],
-            cwd=layout.src, text=True, capture_output=True,
+            [
+                str(layout.src / "scripts/checkpatch.pl"),
+                "--strict",
+                "--codespell",
+                "--codespellfile",
+                CODESPELL_DICTIONARY,
+                "--terse",
+                "--show-types",
+                str(patch),
+            ],
+            cwd=layout.src,
+            text=True,
+            capture_output=True,
             # scripts/spdxcheck.py needs Debian's python3 with python3-ply and
             # python3-git, not whichever python3 comes first on PATH.
-            env=dict(os.environ, PATH="/usr/bin:" + os.environ.get("PATH", "")))
+            env=dict(os.environ, PATH="/usr/bin:" + os.environ.get("PATH", "")),
+        )
         if "Traceback" in proc.stderr or (proc.returncode and not proc.stdout.strip()):
             raise BuildError(f"checkpatch.pl failed on {patch.name}: {proc.stderr.strip()}")
         report = [line for line in proc.stdout.splitlines() if ": " in line]
@@ -337,8 +417,9 @@ def check(layout: Layout) -> int:
         for line in bad + checks:
             print("   ", line)
         failures += len(bad)
-    commits = git(layout, "rev-list", "--reverse", f"base-{BASE_VERSION}..{BRANCH}",
-                  capture=True).split()
+    commits = git(
+        layout, "rev-list", "--reverse", f"base-{BASE_VERSION}..{BRANCH}", capture=True
+    ).split()
     out = layout.build_dir(debug=False)
     for number, commit in enumerate(commits, 1):
         git(layout, "checkout", "-q", "--detach", commit)
@@ -396,8 +477,11 @@ def kunit_results(log: str, suites: tuple[str, ...]) -> KunitReport:
             cases[f"{suite}.{name}"] = "skip" if directive == "SKIP" else status
         else:
             sub_cases += 1
-    problems = [f"suite {name} did not run" for name in suites
-                if not any(case.startswith(name + ".") for case in cases)]
+    problems = [
+        f"suite {name} did not run"
+        for name in suites
+        if not any(case.startswith(name + ".") for case in cases)
+    ]
     problems += [f"{case}: {status}" for case, status in cases.items() if status != "ok"]
     return KunitReport(cases, sub_cases, problems)
 
@@ -409,14 +493,32 @@ def boot_for_kunit(kernel: Path, timeout: int) -> str:
     kernel then panics for want of a root, and panic=-1 with -no-reboot makes
     QEMU exit, so the boot ends on its own in a few seconds.
     """
-    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
-           "-m", "512M", "-nodefaults", "-display", "none", "-serial", "stdio",
-           "-no-reboot", "-kernel", str(kernel),
-           "-append", "console=ttyS0 panic=-1 kunit.enable=1"]
+    cmd = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        "512M",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        str(kernel),
+        "-append",
+        "console=ttyS0 panic=-1 kunit.enable=1",
+    ]
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                              timeout=timeout)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, errors="replace", timeout=timeout
+        )
     except subprocess.TimeoutExpired as err:
         out = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else ""
         return out + f"\nkbuild: QEMU did not exit within {timeout} s\n"
@@ -465,14 +567,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.log:
                 log = args.log.read_text(errors="replace")
             else:
-                log = boot_for_kunit(args.kernel or build(layout, "patched", False),
-                                     args.timeout)
+                log = boot_for_kunit(args.kernel or build(layout, "patched", False), args.timeout)
             if args.save_log:
                 args.save_log.write_text(log)
             report = kunit_results(log, KUNIT_SUITES)
             passed = sum(1 for status in report.cases.values() if status == "ok")
-            print(f"KUnit: {passed}/{len(report.cases)} cases passed "
-                  f"({report.sub_cases} parameterised sub-cases)")
+            print(
+                f"KUnit: {passed}/{len(report.cases)} cases passed "
+                f"({report.sub_cases} parameterised sub-cases)"
+            )
             for problem in report.problems:
                 print(f"KUnit: {problem}", file=sys.stderr)
             return 1 if report.problems else 0

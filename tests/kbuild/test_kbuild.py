@@ -1,0 +1,110 @@
+"""Tests of the kernel build helper's pure parts, on recorded kernel output."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import kbuild
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def passing_log() -> str:
+    return (DATA / "kunit-pass.log").read_text()
+
+
+def test_recorded_boot_log_passes(passing_log: str) -> None:
+    report = kbuild.kunit_results(passing_log, ("dax_kmem_memmap",))
+    assert report.problems == []
+    assert report.cases == {
+        "dax_kmem_memmap.kmem_memmap_parse_test": "ok",
+        "dax_kmem_memmap.kmem_memmap_name_roundtrip_test": "ok",
+        "dax_kmem_memmap.kmem_memmap_decision_test": "ok",
+    }
+    assert report.sub_cases == 78
+
+
+def test_failed_case_is_reported(passing_log: str) -> None:
+    log = passing_log.replace(
+        "    ok 3 kmem_memmap_decision_test", "    not ok 3 kmem_memmap_decision_test"
+    )
+    report = kbuild.kunit_results(log, ("dax_kmem_memmap",))
+    assert report.problems == ["dax_kmem_memmap.kmem_memmap_decision_test: not ok"]
+
+
+def test_missing_suite_is_reported(passing_log: str) -> None:
+    log = passing_log.replace("# Subtest: dax_kmem_memmap\n", "# Subtest: other_suite\n")
+    report = kbuild.kunit_results(log, ("dax_kmem_memmap",))
+    assert "suite dax_kmem_memmap did not run" in report.problems
+
+
+def test_crash_before_results_is_reported(passing_log: str) -> None:
+    truncated = passing_log[: passing_log.index("    ok 1 kmem_memmap_parse_test")]
+    report = kbuild.kunit_results(truncated, ("dax_kmem_memmap",))
+    assert report.problems == ["suite dax_kmem_memmap did not run"]
+
+
+def test_printk_timestamps_are_ignored(passing_log: str) -> None:
+    stamped = "\n".join(
+        f"[    1.{n:06d}] {line}" for n, line in enumerate(passing_log.splitlines())
+    )
+    assert kbuild.kunit_results(stamped, ("dax_kmem_memmap",)) == kbuild.kunit_results(
+        passing_log, ("dax_kmem_memmap",)
+    )
+
+
+def test_skipped_case_is_a_problem(passing_log: str) -> None:
+    log = passing_log.replace(
+        "    ok 2 kmem_memmap_name_roundtrip_test",
+        "    ok 2 kmem_memmap_name_roundtrip_test # SKIP no",
+    )
+    report = kbuild.kunit_results(log, ("dax_kmem_memmap",))
+    assert report.problems == ["dax_kmem_memmap.kmem_memmap_name_roundtrip_test: skip"]
+
+
+def test_dropped_fragment_lines(tmp_path: Path) -> None:
+    fragment = tmp_path / "frag"
+    fragment.write_text("# reason\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\n\n")
+    config = tmp_path / ".config"
+    config.write_text("CONFIG_A=y\n# CONFIG_B is not set\n# CONFIG_C is not set\n")
+    assert kbuild.dropped_lines([fragment], config) == ["CONFIG_C=y"]
+
+
+def test_series_file_skips_comments_and_blank_lines(tmp_path: Path) -> None:
+    (tmp_path / "kernel-patch").mkdir()
+    (tmp_path / "kernel-patch" / "series").write_text("# queue\n\n0001-a.patch\n0002-b.patch\n")
+    layout = kbuild.Layout(repo=tmp_path, cache=tmp_path / "cache")
+    assert [p.name for p in layout.series()] == ["0001-a.patch", "0002-b.patch"]
+
+
+def test_series_key_follows_patch_content(tmp_path: Path) -> None:
+    patches = tmp_path / "kernel-patch"
+    patches.mkdir()
+    (patches / "series").write_text("0001-a.patch\n")
+    (patches / "0001-a.patch").write_text("one")
+    layout = kbuild.Layout(repo=tmp_path, cache=tmp_path / "cache")
+    first = kbuild.series_key(layout)
+    assert kbuild.series_key(layout) == first
+    (patches / "0001-a.patch").write_text("two")
+    assert kbuild.series_key(layout) != first
+
+
+def test_cover_letter_restores_its_description() -> None:
+    cover = (REPO / "kernel-patch" / "0000-cover-letter.patch").read_text()
+    description = kbuild.cover_description(cover)
+    subject = re.search(r"^Subject: \[PATCH 0/\d+\] (.*)$", cover, re.M)
+    assert subject is not None
+    assert description.splitlines()[0] == subject.group(1)
+    assert "Patches:" in description
+    assert "(6):" not in description and "base-commit" not in description
+
+
+def test_committed_series_is_complete() -> None:
+    layout = kbuild.Layout(repo=REPO, cache=REPO / "unused")
+    names = [p.name for p in layout.series()]
+    assert names[0] == "0000-cover-letter.patch"
+    assert all(p.exists() for p in layout.series())
+    assert sorted(p.name for p in layout.patch_dir.glob("*.patch")) == names
