@@ -1,0 +1,3 @@
+from pyshim.cli import console_main
+
+console_main()

@@ -1,0 +1,530 @@
+"""python -m pyshim: set the per-driver memmap_on_memory, online dax memory, prove placement.
+
+Exit codes: 0 ok, 1 the check or operation failed, 2 usage, 3 the kernel or machine lacks a
+prerequisite (including not being root). Errors are one line on stderr naming the fix; no
+traceback reaches the user (PYSHIM_DEBUG=1 shows one for internal errors). Output to a
+closed pipe is dropped quietly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, NoReturn
+
+from pyshim import logic, parse, render
+from pyshim.drivers import DRIVERS, DriverSpec, lookup_driver, validate_device
+from pyshim.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    MissingPrerequisite,
+    OperationFailed,
+    PyshimError,
+    UsageError,
+)
+from pyshim.kernel import KernelWriteError, Sysfs
+
+if TYPE_CHECKING:
+    from pyshim.libdaxctl import Library
+
+PROG = "python -m pyshim"
+
+
+def _default_library() -> Library:
+    from pyshim.libdaxctl import Library  # lazy: cffi and libdaxctl only for online/offline
+
+    return Library()
+
+
+class Environment:
+    """What main() takes from the process; tests inject their own."""
+
+    def __init__(
+        self,
+        stdout: IO[str] | None = None,
+        stderr: IO[str] | None = None,
+        euid: Callable[[], int] = os.geteuid,
+        library: Callable[[], Library] = _default_library,
+    ) -> None:
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self.stderr = stderr if stderr is not None else sys.stderr
+        self.euid = euid
+        self.library = library
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 2) instead of printing usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--sysroot",
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="read and write the kernel's files under DIR instead of / (like lsmem --sysroot)",
+    )
+    parser = _Parser(
+        prog=PROG,
+        parents=[common],
+        description=(
+            "Set the per-driver memmap_on_memory of dax kmem, bring dax memory online through "
+            "libdaxctl, and prove block by block where each memory block's memmap lives."
+        ),
+        epilog="exit status: 0 ok, 1 check or operation failed, 2 usage, 3 missing prerequisite",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser(
+        "set",
+        parents=[common],
+        help="write a driver's memmap_on_memory setting",
+        description="Write /sys/bus/dax/drivers/kmem/memmap_on_memory. It applies to devices "
+        "that kmem probes afterwards; memory already online keeps its memmap.",
+    )
+    p.add_argument(
+        "--driver",
+        default="dax_kmem",
+        help=f"driver whose setting to write (known: {', '.join(sorted(DRIVERS))})",
+    )
+    p.add_argument(
+        "value",
+        nargs="?",
+        default="on",
+        help="on, off or global (kstrtobool spellings such as 1/0/yes/no also work); default on",
+    )
+    p.add_argument(
+        "--persist",
+        action="store_true",
+        help="also keep it across reboots: modprobe.d when kmem is a module, else print the "
+        "kernel command line word to add",
+    )
+
+    p = sub.add_parser("show", parents=[common], help="settings and dax devices")
+    p.add_argument("--json", action="store_true", help="JSON with daxctl's key names")
+
+    p = sub.add_parser(
+        "check",
+        parents=[common],
+        help="where each block's memmap lives, what the settings choose, node cross-check",
+    )
+    p.add_argument("--device", help="only this device (daxX.Y)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "online",
+        parents=[common],
+        help="reconfigure a dax device to system-ram and online its memory (libdaxctl)",
+    )
+    p.add_argument("--device", required=True, help="daxX.Y")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--movable",
+        dest="movable",
+        action="store_true",
+        default=True,
+        help="online into ZONE_MOVABLE (default, as daxctl)",
+    )
+    group.add_argument("--no-movable", dest="movable", action="store_false")
+
+    p = sub.add_parser(
+        "offline",
+        parents=[common],
+        help="offline a device's memory and reconfigure it to devdax (libdaxctl)",
+    )
+    p.add_argument("--device", required=True, help="daxX.Y")
+
+    p = sub.add_parser("report", parents=[common], help="self-contained HTML report")
+    p.add_argument("--html", required=True, metavar="FILE")
+
+    p = sub.add_parser("metrics", parents=[common], help="node_exporter textfile-collector metrics")
+    p.add_argument("--textfile", required=True, metavar="DIR")
+
+    p = sub.add_parser(
+        "plan",
+        parents=[common],
+        help="DRAM the memmap of a capacity takes with and without the setting",
+    )
+    p.add_argument("--capacity", required=True, help="e.g. 512M, 1G, 1T or bytes")
+    p.add_argument("--block-size", help="memory block size (default: this machine's)")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+class Context:
+    def __init__(self, args: argparse.Namespace, env: Environment) -> None:
+        self.args = args
+        self.env = env
+        self.sysfs = Sysfs(getattr(args, "sysroot", "/"))
+        self.spec: DriverSpec = DRIVERS["dax_kmem"]
+
+    def out(self, text: str) -> None:
+        self.env.stdout.write(text)
+
+    def note(self, text: str) -> None:
+        self.env.stderr.write(f"pyshim: {text}\n")
+
+    def require_root(self, why: str) -> None:
+        if self.sysfs.is_live and self.env.euid() != 0:
+            raise MissingPrerequisite(f"{why} needs root: run as root")
+
+
+def cmd_set(ctx: Context) -> int:
+    args = ctx.args
+    spec = lookup_driver(args.driver)
+    try:
+        value = parse.parse_setting_word(args.value)
+    except ValueError:
+        raise UsageError(f"invalid value {args.value!r}: use on, off or global") from None
+    sysfs = ctx.sysfs
+    before = sysfs.require_driver_setting(spec)
+    ctx.require_root(f"writing {sysfs.path(spec.attribute_path)}")
+    try:
+        sysfs.write_attr(spec.attribute_path, value.value)
+    except KernelWriteError as exc:
+        raise _set_error(ctx, spec, value, exc) from None
+    after = sysfs.driver_setting(spec)
+    if after is not value:
+        raise OperationFailed(
+            f"{sysfs.path(spec.attribute_path)} reads {after.value if after else 'nothing'} "
+            f"after writing {value.value}: see dmesg"
+        )
+    ctx.out(f"{spec.name} memmap_on_memory: {value.value} (was {before.value})\n")
+    bound = [n for n in sysfs.listdir(spec.driver_path) if n.startswith("dax")]
+    for name in sorted(bound):
+        ctx.note(
+            f"{name} is already bound to {spec.driver}: the setting applies to it after "
+            f"{logic.reonline_command(name)}"
+        )
+    if args.persist:
+        _persist(ctx, spec, value)
+    return EXIT_OK
+
+
+def _set_error(
+    ctx: Context, spec: DriverSpec, value: parse.KmemSetting, exc: KernelWriteError
+) -> PyshimError:
+    path = exc.path
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return MissingPrerequisite(f"cannot write {path}: run as root")
+    if exc.errno == errno.EINVAL:
+        return OperationFailed(
+            f"the kernel rejected {value.value!r} for {path} (EINVAL): use on, off or global"
+        )
+    if exc.errno == errno.EOPNOTSUPP:
+        sysfs = ctx.sysfs
+        try:
+            settings = sysfs.settings(spec)
+            reason = settings.unsupported_reason
+            size = parse.format_size(settings.block_size)
+        except PyshimError:
+            reason, size = None, "unknown"
+        why = reason or "see dmesg for the kernel's reason"
+        return MissingPrerequisite(
+            f"this kernel cannot place the memmap on hot-plugged memory "
+            f"(memory block size {size}): {why}; {spec.attribute} stays unchanged"
+        )
+    if exc.errno == errno.EBUSY:
+        bound = sorted(n for n in ctx.sysfs.listdir(spec.driver_path) if n.startswith("dax"))
+        which = ", ".join(bound) or "a device"
+        return OperationFailed(
+            f"{path}: busy: {which} bound to {spec.driver}; release with "
+            + " && ".join(f"python -m pyshim offline --device {n}" for n in bound or ["daxX.Y"])
+        )
+    return OperationFailed(f"cannot write {path}: {os.strerror(exc.errno)}")
+
+
+def _persist(ctx: Context, spec: DriverSpec, value: parse.KmemSetting) -> None:
+    sysfs = ctx.sysfs
+    kind = sysfs.module_kind(spec.module)
+    word = f"{spec.cmdline_word}={value.value}"
+    if kind == "builtin":
+        ctx.out(f"{word}\n")
+        ctx.note(
+            f"{spec.module} is built into the kernel: add {word} to the kernel command line "
+            "(GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub)"
+        )
+        return
+    rel = f"etc/modprobe.d/{spec.name.replace('_', '-')}-memmap.conf"
+    content = (
+        f"# written by {PROG} set --driver {spec.name} {value.value} --persist\n"
+        f"options {spec.module} {spec.parameter}={value.value}\n"
+    )
+    try:
+        path = sysfs.write_file_atomic(rel, content)
+    except PermissionError:
+        raise MissingPrerequisite(f"cannot write {sysfs.path(rel)}: run as root") from None
+    except OSError as exc:
+        raise OperationFailed(f"cannot write {sysfs.path(rel)}: {exc.strerror}") from None
+    ctx.note(f"wrote {path} ({spec.module} is a loadable module)")
+
+
+def _snapshot(ctx: Context, zones: bool = False, accounting: bool = True) -> logic.Snapshot:
+    snap = ctx.sysfs.snapshot(ctx.spec, zones=zones, accounting=accounting)
+    for name in snap.vanished:
+        ctx.note(f"{name} vanished during the scan (unbound or destroyed); skipped")
+    return snap
+
+
+def _require_block_attr(ctx: Context, snap: logic.Snapshot) -> None:
+    for blocks in snap.blocks.values():
+        if any(b.memmap_on_memory is None for b in blocks):
+            raise MissingPrerequisite(
+                "this kernel lacks the per-driver setting (no memoryN/memmap_on_memory): "
+                "build and boot the patched kernel (make kernel)"
+            )
+
+
+def cmd_show(ctx: Context) -> int:
+    sysfs = ctx.sysfs
+    snap = _snapshot(ctx, zones=True, accounting=False)
+    if snap.settings.kmem is None and sysfs.exists(ctx.spec.driver_path):
+        ctx.note(
+            "this kernel lacks the per-driver setting: build and boot the patched kernel "
+            "(make kernel)"
+        )
+    data = render.show_json(
+        snap,
+        {
+            "kmem_module": sysfs.module_kind(ctx.spec.module),
+            "auto_online_blocks": sysfs.auto_online_blocks(),
+        },
+    )
+    ctx.out(render.to_json(data) if ctx.args.json else render.show_text(data))
+    return EXIT_OK
+
+
+def _checked_snapshot(ctx: Context, device: str | None = None) -> tuple[logic.Snapshot, Any]:
+    ctx.sysfs.require_driver_setting(ctx.spec)
+    snap = _snapshot(ctx)
+    _require_block_attr(ctx, snap)
+    if device is not None and device not in {d.name for d in snap.devices}:
+        if device in snap.vanished:
+            raise OperationFailed(f"{device} vanished during the scan: retry")
+        raise OperationFailed(f"no dax device {device}: see {PROG} show")
+    return snap, logic.check(snap, only=device)
+
+
+def cmd_check(ctx: Context) -> int:
+    device = validate_device(ctx.args.device) if ctx.args.device else None
+    _, result = _checked_snapshot(ctx, device)
+    ctx.out(render.to_json(result) if ctx.args.json else render.check_text(result))
+    return EXIT_FAILED if result["status"] == logic.Status.INCONSISTENT.value else EXIT_OK
+
+
+def cmd_plan(ctx: Context) -> int:
+    args = ctx.args
+    try:
+        capacity = parse.parse_size(args.capacity)
+        block_size = parse.parse_size(args.block_size) if args.block_size else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if block_size is None:
+        block_size = ctx.sysfs.block_size()
+    elif block_size & (block_size - 1):
+        raise UsageError(f"block size {args.block_size} is not a power of two")
+    force = ctx.sysfs.global_mode() is parse.GlobalMode.FORCE
+    result = logic.plan(capacity, block_size, force)
+    ctx.out(render.to_json(result) if args.json else render.plan_text(result))
+    return EXIT_OK
+
+
+def cmd_metrics(ctx: Context) -> int:
+    directory = ctx.args.textfile
+    if not os.path.isdir(directory):
+        raise UsageError(f"textfile directory {directory} does not exist")
+    snap, result = _checked_snapshot(ctx)
+    from pyshim.kernel import write_atomic
+
+    path = os.path.join(directory, "pyshim.prom")
+    try:
+        write_atomic(path, render.metrics_text(snap, result))
+    except OSError as exc:
+        raise OperationFailed(f"cannot write {path}: {exc.strerror}") from None
+    ctx.note(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_report(ctx: Context) -> int:
+    target = ctx.args.html
+    parent = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(parent):
+        raise UsageError(f"directory {parent} does not exist")
+    snap, result = _checked_snapshot(ctx)
+    from pyshim.kernel import write_atomic
+
+    try:
+        write_atomic(target, render.report_html(snap, result))
+    except OSError as exc:
+        raise OperationFailed(f"cannot write {target}: {exc.strerror}") from None
+    ctx.note(f"wrote {target}")
+    return EXIT_OK
+
+
+def _daxctl_prerequisites(ctx: Context, action: str) -> None:
+    sysfs = ctx.sysfs
+    if not sysfs.is_live:
+        raise UsageError(
+            f"{action} acts on the running kernel through libdaxctl, which always reads /sys: "
+            "drop --sysroot"
+        )
+    ctx.require_root(action)
+    if not sysfs.exists("sys/bus/dax"):
+        raise MissingPrerequisite(
+            "no /sys/bus/dax: this kernel lacks dax (CONFIG_DEV_DAX); build and boot the "
+            "patched kernel (make kernel)"
+        )
+    release = sysfs.osrelease() or "$(uname -r)"
+    builtin = f"lib/modules/{release}/modules.builtin"
+    if not sysfs.exists(builtin):
+        raise MissingPrerequisite(
+            f"libdaxctl finds the kmem and device_dax drivers through /{builtin}, which is "
+            f"missing: install the kernel's modules.builtin there and run depmod {release}"
+        )
+
+
+def _find_device(ctx: Context, daxctx: Any, name: str) -> Any:
+    dev = daxctx.find(name)
+    if dev is None:
+        raise OperationFailed(f"no dax device {name}: see {PROG} show")
+    return dev
+
+
+def cmd_online(ctx: Context) -> int:
+    from pyshim import ops
+    from pyshim.libdaxctl import DaxctlError
+
+    name = validate_device(ctx.args.device)
+    _daxctl_prerequisites(ctx, "online")
+    sysfs = ctx.sysfs
+    library = ctx.env.library()
+    try:
+        with library.context() as daxctx:
+            dev = _find_device(ctx, daxctx, name)
+            result = ops.online(
+                sysfs,
+                dev,
+                ctx.args.movable,
+                sysfs.auto_online_blocks(),
+                lambda: ops.device_block_states(sysfs, name),
+            )
+    except DaxctlError as exc:
+        raise OperationFailed(str(exc)) from None
+    _report_device(ctx, name, result)
+    return EXIT_OK
+
+
+def cmd_offline(ctx: Context) -> int:
+    from pyshim import ops
+    from pyshim.libdaxctl import DaxctlError
+
+    name = validate_device(ctx.args.device)
+    _daxctl_prerequisites(ctx, "offline")
+    sysfs = ctx.sysfs
+    library = ctx.env.library()
+    try:
+        with library.context() as daxctx:
+            dev = _find_device(ctx, daxctx, name)
+            result = ops.offline(sysfs, dev, lambda: ops.device_block_states(sysfs, name))
+    except DaxctlError as exc:
+        raise OperationFailed(str(exc)) from None
+    if result.get("already"):
+        ctx.note(f"{name} was already in devdax mode")
+    _report_device(ctx, name, result)
+    return EXIT_OK
+
+
+def _report_device(ctx: Context, name: str, result: dict[str, object]) -> None:
+    sysfs = ctx.sysfs
+    try:
+        dev = sysfs.dax_device(name)
+        block_size = sysfs.block_size()
+        blocks = [
+            b
+            for i in (dev.block_indices(block_size) if dev.driver == "kmem" else [])
+            if (b := sysfs.memory_block(i, zones=True)) is not None
+        ]
+    except Exception:
+        ctx.out(render.to_json(result))
+        return
+    data = render.device_json(dev, blocks)
+    if dev.driver == "kmem":
+        on_memory = sum(1 for b in blocks if b.memmap_on_memory)
+        ctx.note(
+            f"{name}: {data['online_memblocks']} of {data['total_memblocks']} memory blocks "
+            f"online, memmap on memory for {on_memory}"
+        )
+    ctx.out(render.to_json(data))
+
+
+COMMANDS: dict[str, Callable[[Context], int]] = {
+    "set": cmd_set,
+    "show": cmd_show,
+    "check": cmd_check,
+    "online": cmd_online,
+    "offline": cmd_offline,
+    "report": cmd_report,
+    "metrics": cmd_metrics,
+    "plan": cmd_plan,
+}
+
+
+def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
+    env = env or Environment()
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        ctx = Context(args, env)
+        code = COMMANDS[args.command](ctx)
+        env.stdout.flush()
+        return code
+    except PyshimError as exc:
+        env.stderr.write(f"pyshim: error: {exc.message}\n")
+        return exc.exit_code
+    except BrokenPipeError:
+        if env.stdout is sys.stdout:
+            _silence_stdout()
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get("PYSHIM_DEBUG") == "1":
+            raise
+        env.stderr.write(
+            f"pyshim: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with PYSHIM_DEBUG=1 and report it)\n"
+        )
+        return EXIT_FAILED
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so that the interpreter's flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def console_main() -> None:
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        code = code or EXIT_FAILED
+    sys.exit(code)

@@ -1,0 +1,197 @@
+"""Parsers for the words and files that the kernel and the user hand to pyshim.
+
+Every function here is pure (text in, value out) and raises ValueError on bad input; the CLI
+turns that into a usage error. Each parser has a Hypothesis test in tests/unit/test_parse.py.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+
+class KmemSetting(enum.Enum):
+    """Value of /sys/bus/dax/drivers/kmem/memmap_on_memory (DESIGN.md, kernel ABI 1)."""
+
+    GLOBAL = "global"
+    ON = "on"
+    OFF = "off"
+
+
+class GlobalMode(enum.Enum):
+    """Value of /sys/module/memory_hotplug/parameters/memmap_on_memory."""
+
+    ON = "Y"
+    OFF = "N"
+    FORCE = "force"
+
+    @property
+    def enabled(self) -> bool:
+        return self is not GlobalMode.OFF
+
+
+def kstrtobool(text: str) -> bool:
+    """Mirror lib/kstrtox.c kstrtobool(): only the first one or two characters count.
+
+    y/Y/t/T/1 -> True, n/N/f/F/0 -> False, "on"/"of..." (case-insensitive) -> True/False.
+    """
+    if not text:
+        raise ValueError("empty boolean")
+    first = text[0]
+    if first in "yYtT1":
+        return True
+    if first in "nNfF0":
+        return False
+    if first in "oO" and len(text) > 1:
+        second = text[1]
+        if second in "nN":
+            return True
+        if second in "fF":
+            return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _strip_one_newline(text: str) -> str:
+    return text[:-1] if text.endswith("\n") else text
+
+
+def parse_setting_word(text: str) -> KmemSetting:
+    """Parse a word the kmem attribute accepts: global, on, off or a kstrtobool spelling.
+
+    This mirrors what the patched kernel's store() accepts (sysfs_streq for "global", then
+    kstrtobool), so that `pyshim set` refuses exactly what the kernel would refuse with EINVAL.
+    """
+    word = _strip_one_newline(text)
+    if word == "global":
+        return KmemSetting.GLOBAL
+    return KmemSetting.ON if kstrtobool(word) else KmemSetting.OFF
+
+
+def parse_kmem_setting(text: str) -> KmemSetting:
+    """Parse what the kmem attribute reads back: exactly one of the three words."""
+    word = text.strip()
+    try:
+        return KmemSetting(word)
+    except ValueError:
+        raise ValueError(f"unexpected kmem memmap_on_memory value {word!r}") from None
+
+
+def parse_global_mode(text: str) -> GlobalMode:
+    """Parse memory_hotplug.memmap_on_memory as sysfs shows it: Y, N or force."""
+    word = text.strip()
+    try:
+        return GlobalMode(word)
+    except ValueError:
+        raise ValueError(f"unexpected memory_hotplug.memmap_on_memory value {word!r}") from None
+
+
+_HEX_RE = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")
+
+
+def parse_hex(text: str) -> int:
+    """Parse a sysfs hex number with or without 0x (block_size_bytes, phys_index, resource)."""
+    match = _HEX_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a hex number: {text!r}")
+    return int(match.group(1), 16)
+
+
+def parse_block_size(text: str) -> int:
+    """Parse /sys/devices/system/memory/block_size_bytes (hex without 0x, e.g. 8000000)."""
+    value = parse_hex(text)
+    if value == 0 or value & (value - 1):
+        raise ValueError(f"memory block size {text.strip()!r} is not a power of two")
+    return value
+
+
+def parse_int(text: str) -> int:
+    """Parse a decimal sysfs number (size, target_node); negative allowed (-1 = no node)."""
+    word = text.strip()
+    if not re.fullmatch(r"-?[0-9]+", word):
+        raise ValueError(f"not a decimal number: {text!r}")
+    return int(word)
+
+
+def parse_bit(text: str) -> bool:
+    """Parse a 0/1 attribute (memoryN/memmap_on_memory, daxX.Y/memmap_on_memory)."""
+    word = text.strip()
+    if word == "1":
+        return True
+    if word == "0":
+        return False
+    raise ValueError(f"expected 0 or 1, got {text!r}")
+
+
+_SIZE_RE = re.compile(r"([0-9]+)\s*([kKmMgGtTpP]?)(?:i?[bB])?")
+_SIZE_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
+
+
+def parse_size(text: str) -> int:
+    """Parse a capacity: bytes, or a number with K, M, G, T or P (binary units, optional iB/B).
+
+    "512M", "1G", "1T", "1GiB", "4096" are accepted; the result is in bytes and must be > 0.
+    """
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (use bytes or a number with K, M, G, T or P)")
+    value = int(match.group(1)) << _SIZE_SHIFT[match.group(2).lower()]
+    if value <= 0:
+        raise ValueError(f"size must be positive: {text!r}")
+    return value
+
+
+_MEMINFO_RE = re.compile(r"(?:Node\s+\d+\s+)?([A-Za-z0-9_()]+):\s+([0-9]+)(?:\s+kB)?\s*")
+
+
+def parse_meminfo_line(line: str) -> tuple[str, int]:
+    """Parse one /proc/meminfo or nodeK/meminfo line into (key, value); kB values stay in kB."""
+    match = _MEMINFO_RE.fullmatch(line.rstrip("\n"))
+    if match is None:
+        raise ValueError(f"not a meminfo line: {line!r}")
+    return match.group(1), int(match.group(2))
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """Parse a whole meminfo file; lines that do not parse are skipped."""
+    result: dict[str, int] = {}
+    for line in text.splitlines():
+        try:
+            key, value = parse_meminfo_line(line)
+        except ValueError:
+            continue
+        result[key] = value
+    return result
+
+
+_ZONE_HEADER_RE = re.compile(r"Node\s+(\d+),\s+zone\s+(\S+)\s*")
+_ZONE_FIELD_RE = re.compile(r"\s+(present|managed)\s+([0-9]+)\s*")
+
+
+def parse_zoneinfo(text: str) -> dict[tuple[int, str], dict[str, int]]:
+    """Parse /proc/zoneinfo into {(node, zone): {"present": pages, "managed": pages}}."""
+    zones: dict[tuple[int, str], dict[str, int]] = {}
+    current: dict[str, int] | None = None
+    for line in text.splitlines():
+        header = _ZONE_HEADER_RE.fullmatch(line)
+        if header is not None:
+            current = zones.setdefault((int(header.group(1)), header.group(2)), {})
+            continue
+        if current is None:
+            continue
+        field = _ZONE_FIELD_RE.fullmatch(line)
+        if field is not None and field.group(1) not in current:
+            current[field.group(1)] = int(field.group(2))
+    return zones
+
+
+def format_size(value: int) -> str:
+    """Human size with binary units, as daxctl --human does (1.00 GiB)."""
+    if value < 1024:
+        return f"{value} B"
+    size = float(value)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        size /= 1024
+        if size < 1024 or unit == "PiB":
+            break
+    text = f"{size:.2f}".rstrip("0").rstrip(".")
+    return f"{text} {unit}"

@@ -1,0 +1,74 @@
+"""The cffi binding: declarations, error mapping, and a real (read-only) libdaxctl call.
+
+Onlining through libdaxctl needs a kernel with dax devices and is tested in the VM tests.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+
+import pytest
+
+from pyshim import libdaxctl
+from pyshim.errors import MissingPrerequisite
+
+
+def _functions() -> list[str]:
+    return re.findall(r"\b(daxctl_[a-z_]+)\(", libdaxctl.declarations())
+
+
+def test_declarations_parse() -> None:
+    cffi = pytest.importorskip("cffi")
+    ffi = cffi.FFI()
+    ffi.cdef(libdaxctl.declarations())
+    assert "daxctl_dev_enable_ram" in _functions()
+
+
+def test_check_raises_one_type_with_errno_path_fix() -> None:
+    assert libdaxctl.check(3, "dax0.0", "online") == 3
+    with pytest.raises(libdaxctl.DaxctlError) as info:
+        libdaxctl.check(-errno.EBUSY, "dax0.0", "disable")
+    exc = info.value
+    assert isinstance(exc, OSError)
+    assert exc.errno == errno.EBUSY
+    assert exc.filename == "/sys/bus/dax/devices/dax0.0"
+    assert "fuser -v /dev/dax0.0" in exc.fix
+    assert "\n" not in str(exc) and str(exc).startswith("disable /sys/bus/dax/devices/dax0.0")
+
+
+@pytest.mark.parametrize(
+    ("err", "needle"),
+    [(errno.EPERM, "run as root"), (errno.ENOENT, "modules.builtin"), (errno.EIO, "dmesg")],
+)
+def test_fixes(err: int, needle: str) -> None:
+    with pytest.raises(libdaxctl.DaxctlError, match=needle):
+        libdaxctl.check(-err, "dax1.0", "enable")
+
+
+def test_missing_library_is_a_prerequisite() -> None:
+    pytest.importorskip("cffi")
+    with pytest.raises(MissingPrerequisite, match="apt-get install libdaxctl1"):
+        libdaxctl.Library("libdaxctl-does-not-exist.so.9")
+
+
+def _library() -> libdaxctl.Library:
+    pytest.importorskip("cffi")
+    try:
+        return libdaxctl.Library()
+    except MissingPrerequisite:
+        pytest.skip("libdaxctl.so.1 is not installed")
+
+
+def test_every_declared_function_exists() -> None:
+    lib = _library().lib
+    for name in _functions():
+        assert callable(getattr(lib, name)), name
+
+
+def test_real_context_lists_devices() -> None:
+    """daxctl_new and the region/device walk on this machine (read-only)."""
+    with _library().context() as ctx:
+        names = [dev.name for dev in ctx.devices()]
+        assert all(re.fullmatch(r"dax[0-9]+\.[0-9]+", n) for n in names)
+        assert ctx.find("dax999.999") is None

@@ -1,0 +1,166 @@
+"""plan, metrics, report, and the process-level promises (pipe, no traceback)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from unit_helpers import Result, assert_golden, tree_path
+
+
+def test_plan_golden(cli: Callable[..., Result]) -> None:
+    r = cli(["plan", "--capacity", "1T", "--json", "--sysroot", str(tree_path("patched_on"))])
+    assert r.code == 0
+    assert_golden("patched_on.plan-1T.json", r.out)
+    assert json.loads(r.out)["dram_saved"] == 16 << 30
+
+
+def test_plan_text(cli: Callable[..., Result]) -> None:
+    r = cli(["plan", "--capacity", "512M", "--sysroot", str(tree_path("patched_on"))])
+    assert r.code == 0
+    assert r.out == (
+        "capacity 512 MiB = 4 memory blocks of 128 MiB\n"
+        "memmap: 2 MiB per block\n"
+        "without memmap_on_memory: DRAM 8 MiB, device 0 B, usable 512 MiB\n"
+        "with memmap_on_memory:    DRAM 0 B, device 8 MiB, usable 504 MiB\n"
+        "DRAM saved: 8 MiB\n"
+    )
+
+
+@pytest.mark.parametrize("bad", ["", "lots", "-1G", "0"])
+def test_plan_bad_capacity(bad: str, cli: Callable[..., Result]) -> None:
+    r = cli(["plan", "--capacity", bad, "--sysroot", str(tree_path("patched_on"))])
+    assert r.code == 2
+
+
+def test_plan_block_size_override(cli: Callable[..., Result], tmp_path: Path) -> None:
+    r = cli(["plan", "--capacity", "1G", "--block-size", "64M", "--sysroot", str(tmp_path)])
+    assert r.code == 0 and "not possible" in r.out
+
+
+def test_metrics(cli: Callable[..., Result], tmp_path: Path) -> None:
+    r = cli(["metrics", "--textfile", str(tmp_path), "--sysroot", str(tree_path("mixed"))])
+    assert r.code == 0, r.err
+    text = (tmp_path / "pyshim.prom").read_text()
+    assert 'pyshim_memmap_pages{node="1",location="memory"} 2048\n' in text
+    assert 'pyshim_memmap_pages{node="1",location="dram"} 2048\n' in text
+    assert 'pyshim_kmem_memmap_on_memory{setting="global"} 1\n' in text
+    assert 'pyshim_global_memmap_on_memory{setting="Y"} 1\n' in text
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            assert line.split("{")[0].split()[0] in names
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pyshim.prom"]
+
+
+def test_metrics_missing_dir(cli: Callable[..., Result], tmp_path: Path) -> None:
+    r = cli(["metrics", "--textfile", str(tmp_path / "nope"), "--sysroot", str(tree_path("mixed"))])
+    assert r.code == 2
+
+
+def test_report(cli: Callable[..., Result], tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    r = cli(["report", "--html", str(out), "--sysroot", str(tree_path("mixed"))])
+    assert r.code == 0, r.err
+    html = out.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert html.count("<svg") == 2  # node 0 and node 1
+    assert html.count('class="memory"') == 4 and html.count('class="dram"') == 4
+    assert "DRAM saved" in html and "8 MiB" in html
+    assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_report_stock_kernel(cli: Callable[..., Result], tmp_path: Path) -> None:
+    r = cli(["report", "--html", str(tmp_path / "r.html"), "--sysroot", str(tree_path("stock"))])
+    assert r.code == 3
+
+
+def test_usage_errors_are_one_line(cli: Callable[..., Result]) -> None:
+    for argv in (["bogus"], [], ["check", "--nope"], ["online"], ["plan"]):
+        r = cli(argv)
+        assert r.code == 2, argv
+        assert r.err.count("\n") == 1 and r.err.startswith("pyshim: error: "), r.err
+
+
+def test_help_exits_zero(cli: Callable[..., Result], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["--help"]).code == 0
+    assert "exit status" in capsys.readouterr().out
+
+
+def test_online_refuses_sysroot(cli: Callable[..., Result]) -> None:
+    r = cli(["online", "--device", "dax0.0", "--sysroot", str(tree_path("patched_on"))])
+    assert r.code == 2 and "drop --sysroot" in r.err
+
+
+def test_internal_error_has_no_traceback(
+    cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyshim import cli as cli_module
+
+    def boom(ctx: object) -> int:
+        raise RuntimeError("surprise")
+
+    monkeypatch.setitem(cli_module.COMMANDS, "show", boom)
+    monkeypatch.delenv("PYSHIM_DEBUG", raising=False)
+    r = cli(["show"])
+    assert r.code == 1 and "internal error: RuntimeError: surprise" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_quiet_on_closed_pipe() -> None:
+    """Reader gone before the first write (`pyshim check | head` style): nothing on stderr."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
+    for command in ("show", "check"):
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pyshim",
+                command,
+                "--json",
+                "--sysroot",
+                str(tree_path("mixed")),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.wait(timeout=60)
+        assert err == b""
+        assert proc.returncode == 1
+
+
+def test_broken_pipe_in_process(cli: Callable[..., Result]) -> None:
+    from pyshim.cli import Environment, main
+
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    err = io.StringIO()
+    code = main(
+        ["show", "--sysroot", str(tree_path("mixed"))], Environment(stdout=Closed(), stderr=err)
+    )
+    assert code == 1 and err.getvalue() == ""
+
+
+def test_module_entry_point() -> None:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyshim", "check", "--sysroot", str(tree_path("stock"))],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 3
+    assert proc.stderr.count("\n") == 1

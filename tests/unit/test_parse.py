@@ -1,0 +1,194 @@
+"""Hypothesis tests for every parser in pyshim.parse."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyshim import parse
+from pyshim.parse import GlobalMode, KmemSetting
+
+TRUE_WORDS = ["1", "y", "Y", "yes", "t", "true", "True", "on", "ON", "On"]
+FALSE_WORDS = ["0", "n", "N", "no", "f", "false", "off", "OFF", "Off"]
+
+
+@pytest.mark.parametrize("word", TRUE_WORDS)
+def test_kstrtobool_true(word: str) -> None:
+    assert parse.kstrtobool(word) is True
+
+
+@pytest.mark.parametrize("word", FALSE_WORDS)
+def test_kstrtobool_false(word: str) -> None:
+    assert parse.kstrtobool(word) is False
+
+
+@given(st.text(max_size=8))
+def test_kstrtobool_only_first_two_chars_matter(text: str) -> None:
+    """kstrtobool looks at most at two characters: the rest never changes the answer."""
+    try:
+        value = parse.kstrtobool(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            parse.kstrtobool(text[:2])
+        return
+    assert parse.kstrtobool(text[:2]) is value
+
+
+@given(st.text(alphabet="abcdeghijklmpqrsuvwxz-_ 23456789", min_size=1, max_size=6))
+def test_kstrtobool_rejects_other_first_chars(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse.kstrtobool(text)
+
+
+@given(st.sampled_from(["global", "global\n"]))
+def test_setting_word_global(text: str) -> None:
+    assert parse.parse_setting_word(text) is KmemSetting.GLOBAL
+
+
+@given(st.sampled_from(TRUE_WORDS), st.booleans())
+def test_setting_word_on(word: str, newline: bool) -> None:
+    assert parse.parse_setting_word(word + ("\n" if newline else "")) is KmemSetting.ON
+
+
+@given(st.sampled_from(FALSE_WORDS), st.booleans())
+def test_setting_word_off(word: str, newline: bool) -> None:
+    assert parse.parse_setting_word(word + ("\n" if newline else "")) is KmemSetting.OFF
+
+
+@given(st.text(max_size=10))
+def test_setting_word_total(text: str) -> None:
+    """Any text either parses to one of three settings or raises ValueError."""
+    try:
+        value = parse.parse_setting_word(text)
+    except ValueError:
+        return
+    assert value in set(KmemSetting)
+
+
+@given(st.sampled_from(list(KmemSetting)), st.sampled_from(["", "\n", " \n"]))
+def test_kmem_setting_readback(setting: KmemSetting, tail: str) -> None:
+    assert parse.parse_kmem_setting(setting.value + tail) is setting
+
+
+@given(st.text(max_size=8).filter(lambda t: t.strip() not in {"global", "on", "off"}))
+def test_kmem_setting_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse.parse_kmem_setting(text)
+
+
+@given(st.sampled_from(list(GlobalMode)))
+def test_global_mode(mode: GlobalMode) -> None:
+    assert parse.parse_global_mode(mode.value + "\n") is mode
+    assert mode.enabled is (mode is not GlobalMode.OFF)
+
+
+@given(st.integers(min_value=12, max_value=40))
+def test_block_size_roundtrip(shift: int) -> None:
+    value = 1 << shift
+    assert parse.parse_block_size(f"{value:x}\n") == value
+
+
+@given(st.integers(min_value=0, max_value=1 << 40).filter(lambda v: v & (v - 1) != 0))
+def test_block_size_rejects_non_power_of_two(value: int) -> None:
+    with pytest.raises(ValueError):
+        parse.parse_block_size(f"{value:x}")
+
+
+@given(st.text(alphabet="ghijklmnopqrstuvwxyz!@ ", min_size=1, max_size=6))
+def test_hex_rejects_garbage(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse.parse_hex(text)
+
+
+@given(st.integers(min_value=0, max_value=1 << 52), st.booleans())
+def test_hex_roundtrip(value: int, prefix: bool) -> None:
+    text = f"{value:#x}" if prefix else f"{value:x}"
+    assert parse.parse_hex(text + "\n") == value
+
+
+@given(st.integers(min_value=1, max_value=1 << 30), st.sampled_from(["", "K", "M", "G", "T"]))
+def test_size_units(number: int, unit: str) -> None:
+    shift = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[unit]
+    assert parse.parse_size(f"{number}{unit}") == number << shift
+    assert parse.parse_size(f"{number}{unit.lower()}") == number << shift
+    if unit:
+        assert parse.parse_size(f"{number}{unit}iB") == number << shift
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("512M", 512 << 20), ("1G", 1 << 30), ("1T", 1 << 40), ("4096", 4096)]
+)
+def test_size_examples(text: str, value: int) -> None:
+    assert parse.parse_size(text) == value
+
+
+@given(st.text(max_size=8).filter(lambda t: not t.strip()[:1].isdigit()))
+def test_size_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse.parse_size(text)
+
+
+def test_size_rejects_zero() -> None:
+    with pytest.raises(ValueError):
+        parse.parse_size("0G")
+
+
+@given(
+    st.integers(min_value=0, max_value=64),
+    st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,20}", fullmatch=True),
+    st.integers(min_value=0, max_value=1 << 50),
+    st.booleans(),
+)
+def test_meminfo_line(node: int, key: str, value: int, kb: bool) -> None:
+    line = f"Node {node} {key}:{' ' * 7}{value}{' kB' if kb else ''}"
+    assert parse.parse_meminfo_line(line) == (key, value)
+    assert parse.parse_meminfo_line(f"{key}: {value}\n") == (key, value)
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Z][a-z]{1,10}", fullmatch=True), st.integers(0, 10**9)))
+def test_meminfo_file(values: dict[str, int]) -> None:
+    text = "".join(f"Node 1 {k}:       {v} kB\n" for k, v in values.items()) + "garbage\n"
+    assert parse.parse_meminfo(text) == values
+
+
+@given(
+    st.dictionaries(
+        st.tuples(st.integers(0, 8), st.sampled_from(["DMA", "DMA32", "Normal", "Movable"])),
+        st.tuples(st.integers(0, 1 << 40), st.integers(0, 1 << 40)),
+        max_size=8,
+    )
+)
+def test_zoneinfo(zones: dict[tuple[int, str], tuple[int, int]]) -> None:
+    text = ""
+    for (node, zone), (present, managed) in zones.items():
+        text += (
+            f"Node {node}, zone {zone:>8}\n  per-node stats\n      nr_inactive_anon 3\n"
+            f"  pages free     1\n        min      2\n        spanned  {present}\n"
+            f"        present  {present}\n        managed  {managed}\n"
+            "        protection: (0, 0)\n  pagesets\n    cpu: 0\n              count: 0\n"
+        )
+    parsed = parse.parse_zoneinfo(text)
+    assert parsed == {k: {"present": p, "managed": m} for k, (p, m) in zones.items()}
+
+
+@given(st.integers(min_value=0, max_value=1 << 60))
+def test_format_size_total(value: int) -> None:
+    text = parse.format_size(value)
+    assert text.split()[-1] in {"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
+
+
+@given(st.integers(min_value=-(1 << 31), max_value=1 << 62))
+def test_parse_int(value: int) -> None:
+    assert parse.parse_int(f"{value}\n") == value
+
+
+@given(st.sampled_from(["0", "1", "0\n", "1\n"]))
+def test_parse_bit(text: str) -> None:
+    assert parse.parse_bit(text) is (text.strip() == "1")
+
+
+@given(st.text(max_size=4).filter(lambda t: t.strip() not in {"0", "1"}))
+def test_parse_bit_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse.parse_bit(text)

@@ -1,0 +1,219 @@
+"""set and --persist: writes, errno messages, and that every write stays under --sysroot."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from unit_helpers import Result
+
+from pyshim import kernel
+
+ATTR = "sys/bus/dax/drivers/kmem/memmap_on_memory"
+CONF = "etc/modprobe.d/dax-kmem-memmap.conf"
+
+
+@pytest.mark.parametrize(
+    ("word", "stored"),
+    [("on", "on"), ("off", "off"), ("global", "global"), ("1", "on"), ("no", "off")],
+)
+def test_set_writes_attribute(
+    word: str, stored: str, cli: Callable[..., Result], tree_copy: Callable[[str], Path]
+) -> None:
+    root = tree_copy("patched_on")
+    r = cli(["set", "--driver", "dax_kmem", word, "--sysroot", str(root)])
+    assert r.code == 0, r.err
+    assert (root / ATTR).read_text() == stored
+    assert r.out == f"dax_kmem memmap_on_memory: {stored} (was on)\n"
+    assert "dax0.0 is already bound to kmem" in r.err
+
+
+def test_set_default_is_on(cli: Callable[..., Result], tree_copy: Callable[[str], Path]) -> None:
+    root = tree_copy("mixed")
+    assert cli(["set", "--sysroot", str(root)]).code == 0
+    assert (root / ATTR).read_text() == "on"
+
+
+def test_set_invalid_value(cli: Callable[..., Result], tree_copy: Callable[[str], Path]) -> None:
+    root = tree_copy("patched_on")
+    r = cli(["set", "maybe", "--sysroot", str(root)])
+    assert r.code == 2 and "use on, off or global" in r.err
+    assert (root / ATTR).read_text() == "on\n"
+
+
+def test_unknown_driver_lists_known(
+    cli: Callable[..., Result], tree_copy: Callable[[str], Path]
+) -> None:
+    r = cli(["set", "--driver", "cxl_acpi", "--sysroot", str(tree_copy("patched_on"))])
+    assert r.code == 2
+    assert r.err == "pyshim: error: unknown driver 'cxl_acpi': known drivers: dax_kmem\n"
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "dax/kmem", "Dax_Kmem", ""])
+def test_driver_name_validated(
+    bad: str, cli: Callable[..., Result], tree_copy: Callable[[str], Path]
+) -> None:
+    r = cli(["set", "--driver", bad, "--sysroot", str(tree_copy("patched_on"))])
+    assert r.code == 2 and "known drivers: dax_kmem" in r.err
+
+
+def test_persist_module_writes_modprobe_conf(
+    cli: Callable[..., Result], tree_copy: Callable[[str], Path]
+) -> None:
+    root = tree_copy("patched_on")
+    r = cli(["set", "on", "--persist", "--sysroot", str(root)])
+    assert r.code == 0, r.err
+    text = (root / CONF).read_text()
+    assert "options kmem memmap_on_memory=on\n" in text
+    assert oct((root / CONF).stat().st_mode & 0o777) == "0o644"
+    leftovers = [p for p in (root / "etc/modprobe.d").iterdir() if p.name != CONF.split("/")[-1]]
+    assert leftovers == []
+
+
+def test_persist_builtin_prints_cmdline(
+    cli: Callable[..., Result], tree_copy: Callable[[str], Path]
+) -> None:
+    root = tree_copy("builtin_offline")
+    r = cli(["set", "on", "--persist", "--sysroot", str(root)])
+    assert r.code == 0, r.err
+    assert r.out.splitlines()[-1] == "kmem.memmap_on_memory=on"
+    assert not (root / "etc").exists()
+
+
+def test_not_root_on_live_system(
+    cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the live root a non-root user is told to run as root before anything is written."""
+    monkeypatch.setattr(kernel.Sysfs, "require_driver_setting", lambda self, spec: None)
+    monkeypatch.setattr(kernel.Sysfs, "write_attr", lambda *a: pytest.fail("wrote"))
+    r = cli(["set", "on"], euid=1000)
+    assert r.code == 3 and r.err.endswith("run as root\n")
+
+
+def _fail_write(err: int) -> Callable[..., None]:
+    def write_attr(self: kernel.Sysfs, rel: str, value: str) -> None:
+        raise kernel.KernelWriteError("x", err, self.path(rel))
+
+    return write_attr
+
+
+@pytest.mark.parametrize(
+    ("err", "code", "needle"),
+    [
+        (errno.EOPNOTSUPP, 3, "cannot place the memmap on hot-plugged memory"),
+        (errno.EINVAL, 1, "EINVAL"),
+        (errno.EACCES, 3, "run as root"),
+        (errno.EBUSY, 1, "dax0.0 bound to kmem; release with python -m pyshim offline"),
+        (errno.EIO, 1, "Input/output error"),
+    ],
+)
+def test_set_errno_messages(
+    err: int,
+    code: int,
+    needle: str,
+    cli: Callable[..., Result],
+    tree_copy: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tree_copy("patched_on")
+    monkeypatch.setattr(kernel.Sysfs, "write_attr", _fail_write(err))
+    r = cli(["set", "on", "--sysroot", str(root)])
+    assert r.code == code
+    assert needle in r.err
+    assert r.err.count("\n") == 1 and "Traceback" not in r.err
+
+
+def test_eopnotsupp_names_block_size(
+    cli: Callable[..., Result], tree_copy: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tree_copy("patched_on")
+    (root / "sys/devices/system/memory/block_size_bytes").write_text("4000000\n")  # 64 MiB
+    monkeypatch.setattr(kernel.Sysfs, "write_attr", _fail_write(errno.EOPNOTSUPP))
+    r = cli(["set", "on", "--sysroot", str(root)])
+    assert r.code == 3
+    assert "memory block size 64 MiB" in r.err and "pageblock" in r.err
+
+
+def test_eopnotsupp_names_config(
+    cli: Callable[..., Result], tree_copy: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tree_copy("patched_on")
+    (root / "sys/module/memory_hotplug/parameters/memmap_on_memory").unlink()
+    monkeypatch.setattr(kernel.Sysfs, "write_attr", _fail_write(errno.EOPNOTSUPP))
+    r = cli(["set", "on", "--sysroot", str(root)])
+    assert r.code == 3 and "CONFIG_MHP_MEMMAP_ON_MEMORY" in r.err
+
+
+def test_kmem_not_loaded(cli: Callable[..., Result], tree_copy: Callable[[str], Path]) -> None:
+    import shutil
+
+    root = tree_copy("patched_on")
+    shutil.rmtree(root / "sys/bus/dax/drivers/kmem")
+    r = cli(["set", "on", "--sysroot", str(root)])
+    assert r.code == 3 and "modprobe kmem" in r.err
+
+
+def test_every_write_stays_under_sysroot(
+    cli: Callable[..., Result], tree_copy: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tree_copy("patched_on")
+    written: list[str] = []
+    real_open, real_replace, real_mkstemp = os.open, os.replace, tempfile.mkstemp
+    real_makedirs, real_chmod = os.makedirs, os.chmod
+
+    def spy_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC):
+            written.append(os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def spy_replace(src: Any, dst: Any) -> None:
+        written.extend([os.fspath(src), os.fspath(dst)])
+        real_replace(src, dst)
+
+    def spy_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, path = real_mkstemp(*args, **kwargs)
+        written.append(path)
+        return fd, path
+
+    def spy_makedirs(path: Any, *args: Any, **kwargs: Any) -> None:
+        written.append(os.fspath(path))
+        real_makedirs(path, *args, **kwargs)
+
+    def spy_chmod(path: Any, *args: Any, **kwargs: Any) -> None:
+        written.append(os.fspath(path))
+        real_chmod(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    monkeypatch.setattr(tempfile, "mkstemp", spy_mkstemp)
+    monkeypatch.setattr(os, "makedirs", spy_makedirs)
+    monkeypatch.setattr(os, "chmod", spy_chmod)
+    for argv in (["set", "off"], ["set", "global", "--persist"], ["set", "on", "--persist"]):
+        assert cli([*argv, "--sysroot", str(root)]).code == 0
+    for argv in (["show"], ["check"], ["plan", "--capacity", "1G"]):
+        assert cli([*argv, "--sysroot", str(root)]).code == 0
+    assert written, "the spies saw no write"
+    base = os.path.realpath(root)
+    for path in written:
+        assert os.path.realpath(path).startswith(base + os.sep), path
+
+
+def test_write_refuses_escape(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    (root / "sys").mkdir(parents=True)
+    (root / "sys/evil").symlink_to(outside)
+    sysfs = kernel.Sysfs(root)
+    with pytest.raises(ValueError):
+        sysfs.write_attr("sys/evil/x", "1")
+    with pytest.raises(ValueError):
+        sysfs.write_attr("../x", "1")
+    with pytest.raises(ValueError):
+        sysfs.write_file_atomic("/etc/x", "1")
+    assert list(outside.iterdir()) == []
