@@ -206,7 +206,7 @@ def checkout_series(layout: Layout) -> None:
     git(layout, "checkout", "-q", "-B", BRANCH, f"base-{BASE_VERSION}")
     patches = [p for p in layout.series() if not p.name.startswith("0000-")]
     if patches:
-        git(layout, "am", "-q", "--keep-cr", *map(str, patches))
+        git(layout, "am", "-q", "--keep-cr", *(str(p.resolve()) for p in patches))
     set_cover_letter(layout)
     head = git(layout, "rev-parse", "HEAD", capture=True).strip()
     stamp.write_text(f"{key} {head}\n")
