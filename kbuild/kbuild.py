@@ -117,13 +117,22 @@ def run(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     capture: bool = False,
+    quiet: bool = False,
 ) -> str:
+    """Run cmd; capture returns its stdout, quiet shows its output only on failure."""
     full_env = dict(os.environ, **env) if env else None
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
     proc = subprocess.run(
-        cmd, cwd=cwd, env=full_env, text=True, stdout=subprocess.PIPE if capture else None
+        cmd,
+        cwd=cwd,
+        env=full_env,
+        text=True,
+        stdout=subprocess.PIPE if capture or quiet else None,
+        stderr=subprocess.STDOUT if quiet else None,
     )
     if proc.returncode:
+        if quiet:
+            sys.stderr.write(proc.stdout)
         raise BuildError(f"'{' '.join(cmd)}' failed with exit status {proc.returncode}")
     return proc.stdout if capture else ""
 
@@ -250,7 +259,7 @@ def cover_description(cover: str) -> str:
 def configure(layout: Layout, out: Path, debug: bool, strict: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     make = ["make", "-s", "-C", str(layout.src), f"O={out}", "ARCH=x86_64"]
-    run([*make, "tinyconfig"])
+    run([*make, "tinyconfig"], quiet=True)
     fragments = [layout.fragment] + ([layout.debug_fragment] if debug else [])
     run(
         [
@@ -260,9 +269,10 @@ def configure(layout: Layout, out: Path, debug: bool, strict: bool) -> None:
             str(out),
             str(out / ".config"),
             *map(str, fragments),
-        ]
+        ],
+        quiet=True,
     )
-    run([*make, "olddefconfig"])
+    run([*make, "olddefconfig"], quiet=True)
     if strict:
         dropped = dropped_lines(fragments, out / ".config")
         if dropped:
