@@ -11,7 +11,8 @@ MEMMAP_KMEM_VM ?= 1
 export MEMMAP_KMEM_VM
 
 .PHONY: all deps venv kernel kernel-stock kernel-debug prepare-series export-series \
-	check-series check-config kunit lint unit vm-test test demo bench clean-venv help
+	check-series check-config kunit lint unit vm-deps vm-test vm-test-debug test demo bench \
+	clean-venv help
 
 all: help
 
@@ -27,6 +28,7 @@ help:
 	@echo "make check-config   fail if olddefconfig drops a Kconfig.snippet line"
 	@echo "make kunit          boot the patched kernel and check the KUnit suite"
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
+	@echo "make vm-test-debug  scenarios 2, 6, 7 on the KASAN/lockdep/kmemleak kernel"
 	@echo "make bench          benchmarks P1-P3 into bench/results/"
 
 deps:
@@ -64,23 +66,34 @@ check-config: deps
 kunit: kernel
 	$(KBUILD) kunit
 
+# The CXL RAM scenarios need QEMU >= 8.0 (volatile-memdev): bookworm-backports.
+vm-deps: deps
+	sh tests/vm/setup-backports-qemu.sh
+
 lint: venv
 	$(VENV)/bin/ruff check pyshim tests bench kbuild
 	$(VENV)/bin/ruff format --check pyshim tests bench kbuild
 	$(VENV)/bin/mypy pyshim kbuild/kbuild.py
 
 unit: venv
-	$(VPY) -m pytest -q -m 'not vm' tests/unit tests/kbuild
+	$(VPY) -m pytest -q -m 'not vm' tests/unit tests/kbuild tests/vm
 
-vm-test: venv kernel kernel-stock
+vm-test: venv kernel kernel-stock vm-deps
 	$(VPY) -m pytest -q -m vm tests/vm
+
+# Scenarios 2, 6 and 7 on the patched kernel with KASAN, lockdep and kmemleak;
+# they fail on any report in the kernel log.
+vm-test-debug: venv kernel-debug kernel-stock vm-deps
+	MEMMAP_KMEM_KERNEL=$$($(KBUILD) build --variant patched --debug) \
+	MEMMAP_KMEM_VM_TIMEOUT_SCALE=4 \
+	$(VPY) -m pytest -q -m vm tests/vm -k 's2_ or s6_ or s7_'
 
 # The stock kernel first: check-series then builds each patch incrementally on
 # top of it, and its last step leaves the patched kernel ready for the VM tests.
 test: lint unit kernel-stock check-series check-config kunit vm-test
 
-demo: venv kernel
-	$(VPY) -m tests.vm.demo
+demo: venv kernel vm-deps
+	$(VPY) tests/vm/demo.py
 
 bench: venv kernel kernel-stock
 	$(VPY) bench/p1_p2.py

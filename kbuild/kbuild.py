@@ -338,6 +338,15 @@ def build(layout: Layout, variant: str, debug: bool) -> Path:
         staging.mkdir(parents=True)
         shutil.copy2(image, staging / "bzImage")
         shutil.copy2(out / ".config", staging / "config")
+        # What the VM tests need of this tree, which later builds check out anew:
+        # modules.builtin for daxctl, the series' kselftest and its KTAP helpers.
+        for name in ("modules.builtin", "modules.builtin.modinfo"):
+            if (out / name).exists():
+                shutil.copy2(out / name, staging / name)
+        for sub in ("dax", "kselftest"):
+            tests = layout.src / "tools/testing/selftests" / sub
+            if tests.is_dir():
+                shutil.copytree(tests, staging / "selftests" / sub)
         staging.rename(final)
     tmp_link = link.with_name(link.name + ".new")
     tmp_link.unlink(missing_ok=True)

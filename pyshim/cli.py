@@ -281,8 +281,8 @@ def _require_block_attr(ctx: Context, snap: logic.Snapshot) -> None:
     for blocks in snap.blocks.values():
         if any(b.memmap_on_memory is None for b in blocks):
             raise MissingPrerequisite(
-                "this kernel lacks the per-driver setting (no memoryN/memmap_on_memory): "
-                "build and boot the patched kernel (make kernel)"
+                "this kernel lacks /sys/devices/system/memory/memoryN/memmap_on_memory (the "
+                "per-driver setting): build and boot the patched kernel (make kernel)"
             )
 
 
@@ -291,8 +291,8 @@ def cmd_show(ctx: Context) -> int:
     snap = _snapshot(ctx, zones=True, accounting=False)
     if snap.settings.kmem is None and sysfs.exists(ctx.spec.driver_path):
         ctx.note(
-            "this kernel lacks the per-driver setting: build and boot the patched kernel "
-            "(make kernel)"
+            f"this kernel lacks {sysfs.path(ctx.spec.attribute_path)} (the per-driver "
+            "setting): build and boot the patched kernel (make kernel)"
         )
     data = render.show_json(
         snap,

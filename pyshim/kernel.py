@@ -199,8 +199,8 @@ class Sysfs:
         value = self.driver_setting(spec)
         if value is None:
             raise MissingPrerequisite(
-                "this kernel lacks the per-driver setting: build and boot the patched kernel "
-                "(make kernel)"
+                f"this kernel lacks {self.path(spec.attribute_path)} (the per-driver setting): "
+                "build and boot the patched kernel (make kernel)"
             )
         return value
 

@@ -1,0 +1,137 @@
+"""Fixtures for the VM tests: kernels, the accelerator, one `vm.boot()` per scenario.
+
+MEMMAP_KMEM_VM: unset -> skip when QEMU or a kernel image is missing; 1 -> fail instead;
+0 -> skip all. Kernels: --vm-kernel / MEMMAP_KMEM_KERNEL (patched) and --vm-stock-kernel /
+MEMMAP_KMEM_STOCK_KERNEL (stock). On a failed test the serial log, job and result of each of
+its boots are copied to tests/vm/artifacts/<test>/ and the paths are printed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vmtest.harness import Harness
+from vmtest.runner import Accel, VMResult, kvm_works
+from vmtest.settings import Mode, Settings
+
+ARTIFACTS = "artifacts"
+BOOTS_KEY = pytest.StashKey[list[tuple[str, VMResult]]]()
+TIMINGS_KEY = pytest.StashKey[list[tuple[str, str, float]]]()
+FIGURES_KEY = pytest.StashKey[dict[str, dict[str, Any]]]()
+FIGURES_FILE = "figures.json"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vm: boots a kernel in QEMU (tests/vm)")
+    config.stash[TIMINGS_KEY] = []
+    config.stash[FIGURES_KEY] = {}
+
+
+def settings_for(config: pytest.Config) -> Settings:
+    return Settings.from_env(
+        kernel=config.getoption("--vm-kernel", None),
+        stock_kernel=config.getoption("--vm-stock-kernel", None),
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if settings_for(config).mode is Mode.OFF:
+        skip = pytest.mark.skip(reason="MEMMAP_KMEM_VM=0")
+        for item in items:
+            if item.get_closest_marker("vm"):
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def vm_settings(pytestconfig: pytest.Config) -> Settings:
+    return settings_for(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def vm_accel(vm_settings: Settings) -> Accel:
+    """TCG unless asked for KVM, or a probe boot under KVM works (once per run)."""
+    fixed = vm_settings.fixed_accel()
+    if fixed is not None:
+        return fixed
+    for kernel in (vm_settings.stock_kernel, vm_settings.kernel):
+        if kernel.is_file():
+            return Accel.KVM if kvm_works(kernel, vm_settings.qemu) else Accel.TCG
+    return Accel.TCG
+
+
+@pytest.fixture
+def vm(
+    request: pytest.FixtureRequest,
+    vm_settings: Settings,
+    vm_accel: Accel,
+    tmp_path: Path,
+) -> Iterator[Harness]:
+    boots: list[tuple[str, VMResult]] = []
+    request.node.stash[BOOTS_KEY] = boots
+    timings = request.config.stash[TIMINGS_KEY]
+    yield Harness(vm_settings, vm_accel, tmp_path, boots, timings, request.node.nodeid)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    boots = item.stash.get(BOOTS_KEY, [])
+    if report.failed and boots:
+        dest = Path(__file__).resolve().parent / ARTIFACTS / re.sub(r"[^\w.-]+", "_", item.name)
+        lines = []
+        for name, result in boots:
+            target = dest / name
+            target.mkdir(parents=True, exist_ok=True)
+            for path in result.workdir.glob("*"):
+                if path.is_file():
+                    shutil.copy2(path, target / path.name)
+            lines.append(f"{name}: {result.describe()} -> {target / 'serial.log'}")
+        report.sections.append(("vm boots (serial logs kept)", "\n".join(lines)))
+    return report
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str, Any], None]:
+    """record(name, value): a measured figure, kept in tests/vm/artifacts/figures.json."""
+    store = request.config.stash[FIGURES_KEY].setdefault(request.node.nodeid, {})
+
+    def record(name: str, value: Any) -> None:
+        store[name] = value
+
+    return record
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    found = session.config.stash.get(FIGURES_KEY, {})
+    timings = session.config.stash.get(TIMINGS_KEY, [])
+    if not found and not timings:
+        return
+    for nodeid, name, seconds in timings:
+        found.setdefault(nodeid, {}).setdefault("boot_seconds", {})[name] = round(seconds, 1)
+    out = Path(__file__).resolve().parent / ARTIFACTS / FIGURES_FILE
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    timings = config.stash.get(TIMINGS_KEY, [])
+    if not timings:
+        return
+    terminalreporter.section("vm boot wall times")
+    total = 0.0
+    for nodeid, name, seconds in timings:
+        total += seconds
+        terminalreporter.write_line(f"{seconds:7.1f}s  {nodeid} [{name}]")
+    terminalreporter.write_line(f"{total:7.1f}s  total in {len(timings)} boots")

@@ -1,0 +1,280 @@
+"""The patched kernel's setting matrix (issue 3, scenarios 1-6), one boot per case.
+
+Every case asserts placement two ways: the per-block `memoryN/memmap_on_memory` attribute and
+the node accounting (node MemTotal, /proc/zoneinfo present - managed of the hot-plug node),
+plus what node 0 paid (its free memory, see vmtest/placement.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from vmtest import asserts, placement
+from vmtest import steps as s
+from vmtest.harness import Harness
+from vmtest.runner import Source, VMResult
+
+pytestmark = pytest.mark.vm
+
+GLOBAL_N = "memory_hotplug.memmap_on_memory=0"
+GLOBAL_Y = "memory_hotplug.memmap_on_memory=1"
+GLOBAL_FORCE = "memory_hotplug.memmap_on_memory=force"
+
+
+def pmem_online(
+    *setup: dict[str, Any], device_setup: tuple[dict[str, Any], ...] = (), method: str = "auto"
+) -> list[dict[str, Any]]:
+    """Settings (setup), legacy pmem -> devdax, device_setup (e.g. its attribute), then kmem
+    online, measured around the online."""
+    return [
+        *setup,
+        s.pmem_devdax(),
+        *device_setup,
+        s.snapshot("before"),
+        s.online(method=method),
+        s.snapshot("after"),
+        s.read(s.KMEM_ATTR, "kmem_after"),
+        s.kmemleak(),
+    ]
+
+
+def pmem_placement(result: VMResult) -> placement.Placement:
+    asserts.booted_ok(result)
+    return placement.measure(result.step("before"), result.step("after"))
+
+
+def no_leak(result: VMResult) -> None:
+    leak = result.step("kmemleak")
+    assert not leak["report"], f"kmemleak: {leak['report'][:2000]}\n{result.describe()}"
+
+
+def summary(p: placement.Placement) -> dict[str, Any]:
+    return {
+        "node_memtotal_kb": p.memtotal_kb,
+        "present_minus_managed": p.present_minus_managed,
+        "node0_free_drop_kb": p.node0_free_drop_kb,
+        "node0_memfree_drop_kb": p.node0_memfree_drop_kb,
+        "online_blocks": p.online_blocks,
+    }
+
+
+# --- 1: nothing set ---------------------------------------------------------------------------
+
+
+def test_s1_nothing_set_memmap_in_dram_like_stock(
+    vm: Harness, figures: Callable[[str, Any], None]
+) -> None:
+    """Global N, kmem `global`: memmap in node-0 DRAM, node figures equal stock 6.12."""
+    steps = pmem_online(s.read(s.KMEM_ATTR, "kmem_boot"), method="daxctl")
+    patched = vm.boot(steps, source=Source.PMEM, name="patched")
+    stock = vm.boot(steps, kernel="stock", source=Source.PMEM, name="stock")
+    p, base = pmem_placement(patched), pmem_placement(stock)
+    figures("patched", summary(p))
+    figures("stock", summary(base))
+    assert patched.step("kmem_boot")["value"] == "global", patched.describe()
+    asserts.in_dram(p, patched)
+    asserts.in_dram(base, stock, attr=False)
+    assert (p.memtotal_kb, p.present_minus_managed, p.online_blocks) == (
+        base.memtotal_kb,
+        base.present_minus_managed,
+        base.online_blocks,
+    ), f"patched {summary(p)} != stock {summary(base)}"
+    assert abs(p.node0_free_drop_kb - base.node0_free_drop_kb) <= 2048, (
+        f"node-0 cost differs from stock by more than 2 MiB: {summary(p)} vs {summary(base)}"
+    )
+    asserts.clean_log(patched)
+
+
+def test_s1_nothing_set_hmem_at_boot_in_dram(vm: Harness) -> None:
+    """Global N, kmem `global`, soft-reserved memory bound at boot: memmap in DRAM."""
+    result = vm.boot(
+        [
+            s.find_dax(),
+            s.snapshot("boot"),
+            s.online("online_boot"),
+            s.snapshot("online"),
+            s.offline(),
+            s.snapshot("removed"),
+        ],
+        source=Source.HMEM,
+    )
+    asserts.booted_ok(result)
+    boot_blocks = placement.node_blocks(result.step("boot"), 1)
+    assert [b["memmap_on_memory"] for b in boot_blocks] == [0] * len(boot_blocks)
+    asserts.in_dram(
+        placement.measure_boot_bound(result.step("online"), result.step("removed")), result
+    )
+    asserts.clean_log(result)
+
+
+# --- 2: kmem on at run time -----------------------------------------------------------------
+
+
+def test_s2_runtime_on_with_shim(vm: Harness, figures: Callable[[str, Any], None]) -> None:
+    """Global N, `pyshim set --driver dax_kmem on`, then the device onlined: memmap on memory."""
+    result = vm.boot(
+        [
+            *pmem_online(
+                s.shim("set", "set", "--driver", "dax_kmem", "on"), s.read(s.KMEM_ATTR, "kmem_set")
+            ),
+            s.shim("check", "check", "--json", parse_json=True),
+        ],
+        source=Source.PMEM,
+        append=[GLOBAL_N],
+    )
+    p = pmem_placement(result)
+    figures("figures", summary(p))
+    shim = result.step("set")
+    assert shim["rc"] == 0, f"pyshim set: {shim['stderr']}"
+    assert result.step("kmem_set")["value"] == "on"
+    asserts.on_memory(p, result)
+    check = result.step("check")
+    assert check["rc"] == 0, f"pyshim check after onlining: {check['stdout']}{check['stderr']}"
+    no_leak(result)
+    asserts.clean_log(result)
+
+
+# --- 3: kmem on from the command line, memory bound at boot --------------------------------
+
+
+def test_s3_cmdline_on_hmem_at_boot(vm: Harness, figures: Callable[[str, Any], None]) -> None:
+    """`kmem.memmap_on_memory=on`, global N, hmem bound at boot: memmap on memory from boot."""
+    result = vm.boot(
+        [
+            s.read(s.KMEM_ATTR, "kmem_boot"),
+            s.find_dax(),
+            s.snapshot("boot"),
+            s.online("online_boot"),
+            s.snapshot("online"),
+            s.offline(),
+            s.snapshot("removed"),
+            s.online("online_again"),
+            s.snapshot("again"),
+        ],
+        source=Source.HMEM,
+        append=[GLOBAL_N, "kmem.memmap_on_memory=on"],
+    )
+    asserts.booted_ok(result)
+    assert result.step("kmem_boot")["value"] == "on"
+    boot_blocks = placement.node_blocks(result.step("boot"), 1)
+    assert boot_blocks and all(b["memmap_on_memory"] == 1 for b in boot_blocks), (
+        f"blocks hot-added at boot: {boot_blocks}"
+    )
+    first = placement.measure_boot_bound(result.step("online"), result.step("removed"))
+    asserts.on_memory(first, result)
+    again = placement.measure(result.step("removed"), result.step("again"))
+    asserts.on_memory(again, result)
+    figures("figures", summary(again))
+    asserts.clean_log(result)
+
+
+# --- 4: with the global parameter ------------------------------------------------------------
+
+
+def test_s4_global_y_kmem_off_in_dram(vm: Harness) -> None:
+    result = vm.boot(pmem_online(s.kmem_set("off")), source=Source.PMEM, append=[GLOBAL_Y])
+    asserts.in_dram(pmem_placement(result), result)
+    asserts.clean_log(result)
+
+
+def test_s4_global_y_kmem_global_device_attr_on_memory(vm: Harness) -> None:
+    """6.12 behaviour kept: global Y, kmem `global`, daxX.Y/memmap_on_memory=1 -> on memory."""
+    result = vm.boot(
+        pmem_online(device_setup=(s.dev_attr("1"),)), source=Source.PMEM, append=[GLOBAL_Y]
+    )
+    asserts.on_memory(pmem_placement(result), result)
+    assert result.step("kmem_after")["value"] == "global"
+    asserts.clean_log(result)
+
+
+def test_s4_global_force_kmem_on_reports_padding(
+    vm: Harness, figures: Callable[[str, Any], None]
+) -> None:
+    """Global `force`, kmem `on`: on memory. The padding (vmemmap pages beyond the memmap,
+    rounded up to a pageblock) is recorded; with 128 MiB blocks the memmap is exactly one
+    pageblock, so it is 0."""
+    result = vm.boot(pmem_online(s.kmem_set("on")), source=Source.PMEM, append=[GLOBAL_FORCE])
+    p = pmem_placement(result)
+    padding = p.present_minus_managed - p.online_blocks * p.memmap_pages_per_block
+    figures("padding_pages", padding)
+    figures("figures", summary(p))
+    print(f"force: padding {padding} pages over {p.online_blocks} blocks")
+    assert padding == 0, f"padding {padding} pages with 128 MiB blocks"
+    asserts.on_memory(p, result)
+    asserts.clean_log(result)
+
+
+# --- 5: the device attribute written explicitly wins ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "kmem", "attr", "where"),
+    [
+        (GLOBAL_N, "on", "0", "dram"),
+        (GLOBAL_N, "on", "1", "memory"),
+        (GLOBAL_Y, "off", "1", "memory"),
+        (GLOBAL_Y, "off", "0", "dram"),
+    ],
+    ids=["N-on-attr0", "N-on-attr1", "Y-off-attr1", "Y-off-attr0"],
+)
+def test_s5_device_attr_wins(vm: Harness, cmdline: str, kmem: str, attr: str, where: str) -> None:
+    result = vm.boot(
+        pmem_online(s.kmem_set(kmem), device_setup=(s.dev_attr(attr),)),
+        source=Source.PMEM,
+        append=[cmdline],
+    )
+    p = pmem_placement(result)
+    (asserts.on_memory if where == "memory" else asserts.in_dram)(p, result)
+    asserts.clean_log(result)
+
+
+# --- 6: hot-remove, 20 cycles in one boot --------------------------------------------------
+
+
+def test_s6_hot_remove_cycles(vm: Harness, figures: Callable[[str, Any], None]) -> None:
+    """Global N, kmem `on`: 20 x online -> offline -> remove. MemTotal returns each time."""
+    count = 20
+    result = vm.boot(
+        [
+            s.kmem_set("on"),
+            s.pmem_devdax(),
+            s.snapshot("baseline"),
+            s.cycles(count),
+            s.snapshot("end"),
+            s.kmemleak(),
+        ],
+        source=Source.PMEM,
+        append=[GLOBAL_N],
+        timeout=400,
+    )
+    asserts.booted_ok(result)
+    baseline = result.step("baseline")
+    rounds = result.step("cycles")["rounds"]
+    assert len(rounds) == count
+    block_kb = baseline["block_size"] // 1024
+    base_total = placement.node_memtotal(baseline, 1)
+    for i, r in enumerate(rounds):
+        # A node left without memory may go offline and vanish from sysfs: MemTotal 0.
+        online_total = placement.node_memtotal(r["online"], 1)
+        removed_total = placement.node_memtotal(r["offline"], 1)
+        blocks = online_total // (block_kb - block_kb // 64) if online_total else 0
+        assert online_total == blocks * (block_kb - block_kb // 64) and blocks > 0, (
+            f"cycle {i}: node 1 MemTotal {online_total} kB online is not memmap-on-memory"
+        )
+        assert removed_total == base_total, (
+            f"cycle {i}: node 1 MemTotal {removed_total} kB after remove, baseline {base_total}"
+        )
+        assert r["driver_after"] == "device_dax", f"cycle {i}: device left on {r['driver_after']}"
+    drift = placement.node_free_with_pcp(baseline, 0) - placement.node_free_with_pcp(
+        result.step("end"), 0
+    )
+    figures("node0_free_drift_kb", drift)
+    figures(
+        "cycle_seconds",
+        [round(r["online_seconds"] + r["offline_seconds"], 3) for r in rounds],
+    )
+    assert drift < 4096, f"node 0 lost {drift} kB over {count} cycles"
+    no_leak(result)
+    asserts.clean_log(result)

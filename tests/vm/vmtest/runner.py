@@ -1,0 +1,393 @@
+"""Boot a kernel in QEMU with the host root as the guest's root, run a job, get JSON back.
+
+One call to `run()` is one boot: its own kernel command line, NUMA layout and memory source,
+a hard timeout (QEMU is killed), the guest's exit status and result.json returned through a
+second, writable virtio-9p share, and the serial log kept in the work directory.
+
+Guest layout: the host's `/` is shared read-only (mount tag `vmroot`) and mounted as the
+guest's root; guest/init.sh (PID 1) adds tmpfs for /tmp, /run and /lib/modules and mounts
+the work directory (mount tag `vmtest`) at /run/vmtest; guest/agent.py runs job.json's steps
+and powers off with reboot(RB_POWER_OFF). Paths in the guest equal paths on the host, so the
+checkout, its venv and pyshim run there unchanged.
+
+Memory sources, each with the hot-plug range on NUMA node 1 (kmem refuses a range without a
+node):
+- hmem: soft-reserved `memmap=<size>%<offset>-1+0xefffffff`; dax_hmem + kmem bind at boot.
+- pmem: legacy `memmap=<size>!<offset>`; ndctl turns it into a devdax device at run time.
+- cxl-pmem / cxl-ram: a QEMU cxl-type3 device behind a pxb-cxl host bridge with a fixed
+  memory window (q35); ram needs QEMU >= 8.0 (`volatile-memdev`).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+class Source(enum.Enum):
+    """Where the hot-pluggable memory comes from."""
+
+    NONE = "none"
+    HMEM = "hmem"
+    PMEM = "pmem"
+    CXL_PMEM = "cxl-pmem"
+    CXL_RAM = "cxl-ram"
+
+
+class Accel(enum.Enum):
+    TCG = "tcg"
+    KVM = "kvm"
+
+
+class VMUnavailable(Exception):
+    """A prerequisite (QEMU, a kernel image, a feature of QEMU) is missing."""
+
+
+def repo_root() -> Path:
+    """The checkout this runner lives in (tests/vm/vmtest/runner.py -> repo)."""
+    return Path(__file__).resolve().parents[3]
+
+
+def guest_dir() -> Path:
+    return Path(__file__).resolve().parent / "guest"
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    """What to boot. Sizes are MiB."""
+
+    kernel: Path
+    source: Source = Source.NONE
+    append: tuple[str, ...] = ()
+    hotplug_mib: int = 1024
+    node0_mib: int = 3072
+    smp: int = 2
+    accel: Accel = Accel.TCG
+    timeout: float = 240.0
+    qemu: str = "qemu-system-x86_64"
+    extra_qemu_args: tuple[str, ...] = ()
+    python: str = field(default_factory=lambda: sys.executable)
+    # Shrinks the per-CPU free lists to their minimum (0 leaves the kernel default).
+    percpu_pagelist_high_fraction: int = 1 << 30
+
+    @property
+    def hotplug_base(self) -> int:
+        """Guest-physical start of the hot-plug node's memory (pc machine)."""
+        if self.source in (Source.CXL_PMEM, Source.CXL_RAM):
+            raise ValueError("CXL memory sits in the fixed memory window, not in RAM")
+        # pc: with >= 3.5 GiB of RAM, 3 GiB stay below 4 GiB and the rest starts at 4 GiB.
+        total = self.node0_mib + self.hotplug_mib
+        if total * MIB < 0xE0000000:
+            return self.node0_mib * MIB
+        if self.node0_mib != 3072:
+            raise ValueError("with >= 3.5 GiB of RAM node 0 must be exactly 3072 MiB (pc split)")
+        return 4 * GIB
+
+
+@dataclass
+class VMResult:
+    """What came back from one boot."""
+
+    spec: VMSpec
+    workdir: Path
+    serial_log: Path
+    seconds: float
+    qemu_returncode: int | None
+    timed_out: bool
+    result: dict[str, Any] | None
+    argv: list[str]
+
+    @property
+    def exit_status(self) -> int | None:
+        """The guest's exit status (0 ok, 1 a step failed, 2 job error), None if none came."""
+        if self.result is not None:
+            return int(self.result["exit_status"])
+        match = re.search(r"VMTEST-EXIT-STATUS=(\d+)", self.serial_text())
+        return int(match.group(1)) if match else None
+
+    def serial_text(self) -> str:
+        try:
+            return self.serial_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def step(self, label: str) -> dict[str, Any]:
+        """The output of the step with this label (the op name when no label was given)."""
+        if self.result is None:
+            raise KeyError(label)
+        for step in self.result["steps"]:
+            if step["label"] == label:
+                if not step["ok"]:
+                    raise AssertionError(f"step {label} failed: {step['error']}")
+                return dict(step["out"])
+        raise KeyError(f"no step {label!r}; steps: {[s['label'] for s in self.result['steps']]}")
+
+    def describe(self) -> str:
+        """One paragraph for an assertion message: what happened and where the log is."""
+        parts = [f"exit status {self.exit_status}", f"{self.seconds:.1f}s"]
+        if self.timed_out:
+            parts.append(f"TIMED OUT after {self.spec.timeout:.0f}s")
+        if self.result and self.result.get("error"):
+            parts.append(f"error: {self.result['error']}")
+        elif self.result is None:
+            parts.append("no result.json came back")
+        parts.append(f"serial log: {self.serial_log}")
+        return "; ".join(parts)
+
+
+def kernel_cmdline(spec: VMSpec, init_args: Sequence[str]) -> str:
+    """The kernel command line: 9p root, our init, the memory source, then spec.append."""
+    for arg in init_args:
+        if re.search(r"\s", arg):
+            raise VMUnavailable(f"path with whitespace cannot go on the kernel command line: {arg}")
+    words = [
+        "console=ttyS0,115200",
+        "root=vmroot",
+        "rootfstype=9p",
+        "rootflags=trans=virtio,version=9p2000.L,msize=262144,cache=loose",
+        "ro",
+        "init=/bin/sh",
+        "panic=-1",
+        "printk.time=1",
+    ]
+    size = spec.hotplug_mib
+    if spec.source is Source.HMEM:
+        words.append(f"memmap={size}M%{spec.hotplug_base:#x}-1+0xefffffff")
+    elif spec.source is Source.PMEM:
+        words.append(f"memmap={size}M!{spec.hotplug_base:#x}")
+    words += list(spec.append)
+    words += ["--", *init_args]
+    return " ".join(words)
+
+
+def qemu_argv(spec: VMSpec, workdir: Path, serial_log: Path) -> list[str]:
+    """The full QEMU command line for spec (pure: no QEMU needed to compute it)."""
+    agent = guest_dir() / "agent.py"
+    init_args = [str(guest_dir() / "init.sh"), spec.python, str(agent)]
+    argv = [spec.qemu, "-nodefaults", "-no-reboot", "-display", "none"]
+    if spec.accel is Accel.KVM:
+        argv += ["-accel", "kvm", "-cpu", "host"]
+    else:
+        argv += ["-accel", "tcg,thread=multi", "-cpu", "max"]
+    argv += ["-smp", str(spec.smp)]
+    cpus = f"0-{spec.smp - 1}" if spec.smp > 1 else "0"
+    bus = ""
+    if spec.source in (Source.CXL_PMEM, Source.CXL_RAM):
+        argv += ["-machine", "q35,cxl=on"]
+        argv += ["-m", f"{spec.node0_mib}M"]
+        argv += ["-object", f"memory-backend-ram,id=m0,size={spec.node0_mib}M"]
+        argv += ["-numa", f"node,nodeid=0,memdev=m0,cpus={cpus}"]
+        argv += cxl_args(spec)
+        bus = ",bus=pcie.0"
+    else:
+        argv += ["-machine", "pc"]
+        total = spec.node0_mib + (spec.hotplug_mib if spec.source is not Source.NONE else 0)
+        argv += ["-m", f"{total}M"]
+        argv += ["-object", f"memory-backend-ram,id=m0,size={spec.node0_mib}M"]
+        argv += ["-numa", f"node,nodeid=0,memdev=m0,cpus={cpus}"]
+        if spec.source is not Source.NONE:
+            argv += ["-object", f"memory-backend-ram,id=m1,size={spec.hotplug_mib}M"]
+            argv += ["-numa", "node,nodeid=1,memdev=m1"]
+    argv += [
+        "-fsdev",
+        "local,id=vmroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device",
+        f"virtio-9p-pci,fsdev=vmroot,mount_tag=vmroot{bus}",
+        "-fsdev",
+        f"local,id=vmtest,path={workdir / 'share'},security_model=none",
+        "-device",
+        f"virtio-9p-pci,fsdev=vmtest,mount_tag=vmtest{bus}",
+        "-chardev",
+        f"file,id=serial0,path={serial_log}",
+        "-serial",
+        "chardev:serial0",
+        "-kernel",
+        str(spec.kernel),
+        "-append",
+        kernel_cmdline(spec, init_args),
+    ]
+    argv += list(spec.extra_qemu_args)
+    return argv
+
+
+def cxl_args(spec: VMSpec) -> list[str]:
+    """One cxl-type3 device behind one root port of one CXL host bridge, one 4 GiB window."""
+    size = f"{spec.hotplug_mib}M"
+    args = [
+        "-device",
+        "pxb-cxl,bus_nr=12,bus=pcie.0,id=cxl.1",
+        "-device",
+        "cxl-rp,port=0,bus=cxl.1,id=root_port13,chassis=0,slot=2",
+    ]
+    if spec.source is Source.CXL_RAM:
+        args += [
+            "-object",
+            f"memory-backend-ram,id=cxl-vmem0,share=on,size={size}",
+            "-device",
+            "cxl-type3,bus=root_port13,volatile-memdev=cxl-vmem0,id=cxl-vmem0",
+        ]
+    else:
+        args += [
+            "-object",
+            f"memory-backend-ram,id=cxl-mem0,share=on,size={size}",
+            "-object",
+            "memory-backend-ram,id=cxl-lsa0,share=on,size=256M",
+            "-device",
+            "cxl-type3,bus=root_port13,memdev=cxl-mem0,lsa=cxl-lsa0,id=cxl-pmem0",
+        ]
+    args += ["-M", "cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G"]
+    return args
+
+
+def find_modules_builtin(kernel: Path) -> list[Path]:
+    """modules.builtin(.modinfo) next to the image or in the build tree it came from."""
+    found = []
+    for name in ("modules.builtin", "modules.builtin.modinfo"):
+        # <build>/arch/x86/boot/bzImage -> <build>/modules.builtin
+        for candidate in (kernel.parent / name, *[p / name for p in kernel.parents[2:4]]):
+            if candidate.is_file():
+                found.append(candidate)
+                break
+    return found
+
+
+def run(
+    spec: VMSpec,
+    steps: Sequence[Mapping[str, Any]],
+    workdir: Path | None = None,
+    *,
+    echo: bool = False,
+) -> VMResult:
+    """Boot spec, run steps in the guest, return what came back. Never raises on guest failure."""
+    if not spec.kernel.is_file():
+        raise VMUnavailable(f"kernel image not found: {spec.kernel}")
+    if shutil.which(spec.qemu) is None:
+        raise VMUnavailable(f"{spec.qemu} not found (apt-get install qemu-system-x86)")
+    workdir = Path(tempfile.mkdtemp(prefix="vmtest-")) if workdir is None else workdir
+    share = workdir / "share"
+    share.mkdir(parents=True, exist_ok=True)
+    for stale in ("result.json", "result.json.tmp"):
+        (share / stale).unlink(missing_ok=True)
+    for path in find_modules_builtin(spec.kernel):
+        shutil.copyfile(path, share / path.name)
+    job = {
+        "repo": str(repo_root()),
+        "python": spec.python,
+        "steps": list(steps),
+        "percpu_pagelist_high_fraction": spec.percpu_pagelist_high_fraction,
+    }
+    (share / "job.json").write_text(json.dumps(job, indent=1))
+    serial_log = workdir / "serial.log"
+    serial_log.unlink(missing_ok=True)
+    argv = qemu_argv(spec, workdir, serial_log)
+    (workdir / "qemu-argv.json").write_text(json.dumps(argv, indent=1))
+    start = time.monotonic()
+    timed_out = False
+    with open(workdir / "qemu.out", "wb") as qemu_out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=qemu_out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            proc.wait(timeout=spec.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    seconds = time.monotonic() - start
+    result_path = share / "result.json"
+    result = json.loads(result_path.read_text()) if result_path.is_file() else None
+    if result is not None:
+        (workdir / "result.json").write_text(json.dumps(result, indent=1))
+    vm = VMResult(spec, workdir, serial_log, seconds, proc.returncode, timed_out, result, argv)
+    qemu_text = (workdir / "qemu.out").read_text(errors="replace").strip()
+    if qemu_text and result is None and echo:
+        print(qemu_text, file=sys.stderr)
+    if echo:
+        print(vm.describe(), file=sys.stderr)
+    return vm
+
+
+def qemu_version(qemu: str = "qemu-system-x86_64") -> tuple[int, int]:
+    out = subprocess.run([qemu, "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"version (\d+)\.(\d+)", out.stdout)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def kvm_works(kernel: Path, qemu: str = "qemu-system-x86_64", timeout: float = 20.0) -> bool:
+    """Boot kernel under KVM to the agent and back; False when KVM is absent or hangs."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    spec = VMSpec(kernel=kernel, accel=Accel.KVM, timeout=timeout, qemu=qemu, node0_mib=512)
+    with tempfile.TemporaryDirectory(prefix="vmtest-kvm-probe-") as tmp:
+        try:
+            vm = run(spec, [], Path(tmp))
+        except VMUnavailable:
+            return False
+        return vm.exit_status == 0 and not vm.timed_out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """One boot: `runner.py KERNEL [--source S] [--append WORD] [-- CMD...]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("kernel", type=Path)
+    parser.add_argument("--source", choices=[s.value for s in Source], default="none")
+    parser.add_argument("--append", action="append", default=[], help="kernel command line word")
+    parser.add_argument("--accel", choices=[a.value for a in Accel], default="tcg")
+    parser.add_argument("--timeout", type=float, default=240.0)
+    parser.add_argument("--workdir", type=Path)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:
+        command = argv[argv.index("--") + 1 :]
+        argv = argv[: argv.index("--")]
+    args = parser.parse_args(argv)
+    spec = VMSpec(
+        kernel=args.kernel,
+        source=Source(args.source),
+        append=tuple(args.append),
+        accel=Accel(args.accel),
+        timeout=args.timeout,
+    )
+    steps: list[dict[str, Any]]
+    if command:
+        steps = [{"op": "run", "argv": command, "may_fail": True, "label": "command"}]
+    else:
+        steps = [{"op": "snapshot"}]
+    try:
+        vm = run(spec, steps, args.workdir, echo=True)
+    except VMUnavailable as exc:
+        print(f"runner: {exc}", file=sys.stderr)
+        return 3
+    if vm.result is not None and command:
+        out = vm.step("command")
+        sys.stdout.write(out["stdout"])
+        sys.stderr.write(out["stderr"])
+        return int(out["rc"])
+    if vm.result is not None:
+        print(json.dumps(vm.result["steps"], indent=1))
+    return 0 if vm.exit_status == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
