@@ -90,7 +90,7 @@ vm-test-debug: venv kernel-debug kernel-stock vm-deps
 
 # The stock kernel first: check-series then builds each patch incrementally on
 # top of it, and its last step leaves the patched kernel ready for the VM tests.
-test: lint unit kernel-stock check-series check-config kunit vm-test
+test: lint unit kernel-stock check-series check-config kunit vm-test vm-test-debug
 
 demo: venv kernel vm-deps
 	$(VPY) tests/vm/demo.py
