@@ -194,8 +194,10 @@ def digest(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
-def series_key(layout: Layout) -> str:
-    return digest(*(p.name.encode() + p.read_bytes() for p in layout.series()))
+def series_key(layout: Layout, patches_only: bool = False) -> str:
+    """Digest of kernel-patch/: all of it, or only what git am applies (no cover letter)."""
+    files = [p for p in layout.series() if not (patches_only and p.name.startswith("0000-"))]
+    return digest(*(p.name.encode() + p.read_bytes() for p in files))
 
 
 def checkout_series(layout: Layout) -> None:
@@ -314,7 +316,7 @@ def image_key(layout: Layout, variant: str, debug: bool) -> str:
     if debug:
         parts.append(layout.debug_fragment.read_bytes())
     if variant == "patched":
-        parts.append(series_key(layout).encode())
+        parts.append(series_key(layout, patches_only=True).encode())
     return digest(*parts)
 
 

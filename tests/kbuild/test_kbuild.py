@@ -108,3 +108,19 @@ def test_committed_series_is_complete() -> None:
     assert names[0] == "0000-cover-letter.patch"
     assert all(p.exists() for p in layout.series())
     assert sorted(p.name for p in layout.patch_dir.glob("*.patch")) == names
+
+
+def test_image_key_ignores_the_cover_letter(tmp_path: Path) -> None:
+    patches = tmp_path / "kernel-patch"
+    patches.mkdir()
+    (patches / "series").write_text("0000-cover-letter.patch\n0001-a.patch\n")
+    (patches / "0000-cover-letter.patch").write_text("cover")
+    (patches / "0001-a.patch").write_text("one")
+    (tmp_path / "Kconfig.snippet").write_text("CONFIG_A=y\n")
+    layout = kbuild.Layout(repo=tmp_path, cache=tmp_path / "cache")
+    image, branch = kbuild.image_key(layout, "patched", False), kbuild.series_key(layout)
+    (patches / "0000-cover-letter.patch").write_text("better cover")
+    assert kbuild.image_key(layout, "patched", False) == image
+    assert kbuild.series_key(layout) != branch
+    (patches / "0001-a.patch").write_text("two")
+    assert kbuild.image_key(layout, "patched", False) != image
