@@ -12,8 +12,25 @@ export HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 TERM=dumb
 mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
 mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mountpoint -q /dev || mount -t devtmpfs -o nosuid devtmpfs /dev
-for dir in /tmp /run /var/tmp /var/lib/misc; do
-    mountpoint -q "$dir" || mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$dir" 2>/dev/null
+mountpoint -q /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+# A checkout under /tmp (CI may clone there) would vanish under the tmpfs: move the
+# top directory that holds the agent from the host's view onto the new tmpfs.
+for dir in /tmp /var/tmp /var/lib/misc; do
+    mountpoint -q "$dir" && continue
+    keep=
+    case "$2" in
+    "$dir"/*)
+        sub=${2#"$dir"/}
+        keep=${sub%%/*}
+        mkdir -p "/run/keep/$keep"
+        mount --bind "$dir/$keep" "/run/keep/$keep"
+        ;;
+    esac
+    mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$dir" 2>/dev/null
+    if [ -n "$keep" ]; then
+        mkdir -p "$dir/$keep"
+        mount --move "/run/keep/$keep" "$dir/$keep"
+    fi
 done
 # daxctl looks up the built-in kmem driver through libkmod: /lib/modules/$(uname -r) must
 # exist and hold modules.builtin; the agent writes it and runs depmod. A host without
