@@ -1,7 +1,7 @@
 """make demo: boot the patched kernel in QEMU and show, in numbers, the DRAM the setting saves.
 
-Two boots of the same patched kernel, each onlining 1 GiB of legacy pmem (RAM-backed, on its
-own NUMA node) through the shim:
+Two boots of the same patched kernel, each onlining a 1 GiB legacy pmem range (RAM-backed, on
+its own NUMA node; the namespace keeps one block for itself) through the shim:
 
 1. nothing set (kmem `global`, memory_hotplug.memmap_on_memory off): the 6.12 behaviour;
 2. `python -m pyshim set --driver dax_kmem on` first: the memmap goes on the new memory.
@@ -79,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     after = describe(with_setting)
 
     saved_kb = before.node0_free_drop_kb - after.node0_free_drop_kb
-    per_gib_mib = saved_kb / 1024 / (HOTPLUG_MIB / 1024)
+    onlined_mib = after.online_blocks * after.block_bytes // (1 << 20)
+    per_gib_mib = saved_kb / 1024 / (onlined_mib / 1024)
     print(
-        f"\nDRAM saved: {saved_kb / 1024:.1f} MiB for {HOTPLUG_MIB} MiB onlined, "
+        f"\nDRAM saved: {saved_kb / 1024:.1f} MiB for {onlined_mib} MiB onlined, "
         f"{per_gib_mib:.1f} MiB per GiB, about {per_gib_mib:.0f} GiB per TiB of CXL memory."
     )
     print(
