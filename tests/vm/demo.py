@@ -7,7 +7,7 @@ its own NUMA node; the namespace keeps one block for itself) through the shim:
 2. `python -m pyshim set --driver dax_kmem on` first: the memmap goes on the new memory.
 
 It prints what node 0 (the DRAM) paid in each boot, what the new node gave up, the per-block
-attribute, and the shim's own `check` and `plan` output from the second boot.
+attribute, and the shim's own `show`, `check` and `plan` output from the second boot.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def boot(kernel: Path, label: str, setup: list[dict[str, object]]) -> VMResult:
             s.snapshot("before"),
             s.online(method="shim"),
             s.snapshot("after"),
+            s.shim("show", "show"),
             s.shim("check", "check"),
             s.shim("plan", "plan", "--capacity", "1T"),
         ],
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         f"The new memory holds its own memmap instead: node 1 shows "
         f"{(before.memtotal_kb - after.memtotal_kb) / 1024:.1f} MiB less MemTotal."
     )
-    for label in ("check", "plan"):
+    for label in ("show", "check", "plan"):
         out = with_setting.step(label)
         print(f"\n$ python -m pyshim {label}  (in the VM, exit {out.get('rc')})")
         print(str(out.get("stdout", "")).rstrip())
