@@ -109,3 +109,25 @@ def test_bad_log_lines() -> None:
         "[ 3.0] Altmap not fully unmapped"
     )
     assert len(placement.bad_log_lines(log)) == 2
+
+
+def test_kasan_kernel_is_judged_without_node0() -> None:
+    """KASAN takes shadow for hot-added memory from node 0: only then is node 0 left out."""
+    from vmtest.placement import Placement, check_on_memory, kasan_shadow_on_node0
+
+    p = Placement(
+        node=1,
+        block_bytes=128 << 20,
+        blocks=[32, 33],
+        online_blocks=2,
+        block_attrs=[1, 1],
+        memtotal_kb=2 * (131072 - 2048),
+        memtotal_before_kb=0,
+        present_minus_managed=1024,
+        node0_memfree_drop_kb=40000,
+        node0_free_drop_kb=40000,
+    )
+    assert kasan_shadow_on_node0("[0.0] kasan: KernelAddressSanitizer initialized\n")
+    assert not kasan_shadow_on_node0("[0.0] Linux version 6.12.117\n")
+    assert any("node 0" in problem for problem in check_on_memory(p))
+    assert check_on_memory(p, node0=False) == []

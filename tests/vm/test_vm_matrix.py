@@ -275,6 +275,9 @@ def test_s6_hot_remove_cycles(vm: Harness, figures: Callable[[str, Any], None]) 
         "cycle_seconds",
         [round(r["online_seconds"] + r["offline_seconds"], 3) for r in rounds],
     )
-    assert drift < 4096, f"node 0 lost {drift} kB over {count} cycles"
+    # KASAN parks freed objects in its quarantine (up to 1/32 of memory) and allocates shadow
+    # for each hot-add: node 0's free memory says nothing there, kmemleak says it instead.
+    if not placement.kasan_shadow_on_node0(asserts.kernel_log(result)):
+        assert drift < 4096, f"node 0 lost {drift} kB over {count} cycles"
     no_leak(result)
     asserts.clean_log(result)

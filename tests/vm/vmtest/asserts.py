@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
-from .placement import Placement, bad_log_lines, check_in_dram, check_on_memory
+from .placement import (
+    Placement,
+    bad_log_lines,
+    check_in_dram,
+    check_on_memory,
+    kasan_shadow_on_node0,
+)
 from .runner import VMResult
 
 
@@ -12,10 +18,14 @@ def booted_ok(vm: VMResult) -> None:
     assert vm.exit_status == 0, f"guest job failed: {vm.describe()}"
 
 
+def kernel_log(vm: VMResult) -> str:
+    """The guest's kernel log as the agent read it, else the serial console."""
+    return str((vm.result or {}).get("dmesg") or vm.serial_text())
+
+
 def clean_log(vm: VMResult) -> None:
     """No WARN, BUG, oops, KASAN/lockdep report or "Altmap not fully unmapped"."""
-    text = (vm.result or {}).get("dmesg") or vm.serial_text()
-    bad = bad_log_lines(text)
+    bad = bad_log_lines(kernel_log(vm))
     assert not bad, "kernel log reports:\n" + "\n".join(bad[:20]) + f"\n{vm.describe()}"
 
 
@@ -26,7 +36,8 @@ def _figures(p: Placement) -> str:
 
 
 def on_memory(p: Placement, vm: VMResult, *, attr: bool = True) -> None:
-    problems = check_on_memory(p, attr_expected=attr)
+    node0 = not kasan_shadow_on_node0(kernel_log(vm))
+    problems = check_on_memory(p, attr_expected=attr, node0=node0)
     assert not problems, (
         "memmap should be on the hot-plugged memory: "
         + "; ".join(problems)
@@ -35,7 +46,8 @@ def on_memory(p: Placement, vm: VMResult, *, attr: bool = True) -> None:
 
 
 def in_dram(p: Placement, vm: VMResult, *, attr: bool = True) -> None:
-    problems = check_in_dram(p, attr_expected=attr)
+    node0 = not kasan_shadow_on_node0(kernel_log(vm))
+    problems = check_in_dram(p, attr_expected=attr, node0=node0)
     assert not problems, (
         "memmap should be in node-0 DRAM: "
         + "; ".join(problems)
