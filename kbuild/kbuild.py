@@ -214,13 +214,29 @@ def checkout_series(layout: Layout) -> None:
         if recorded_key == key and recorded_head == head:
             git(layout, "checkout", "-q", BRANCH)
             return
-    git(layout, "checkout", "-q", "-B", BRANCH, f"base-{BASE_VERSION}")
-    patches = [p for p in layout.series() if not p.name.startswith("0000-")]
-    if patches:
-        git(layout, "am", "-q", "--keep-cr", *(str(p.resolve()) for p in patches))
+    head = apply_series(layout)
+    # Moving the tree straight from its current commit to the new one rewrites only the
+    # files that differ, so kbuild rebuilds what the change touched, not the whole series.
+    git(layout, "checkout", "-q", "-B", BRANCH, head)
     set_cover_letter(layout)
-    head = git(layout, "rev-parse", "HEAD", capture=True).strip()
     stamp.write_text(f"{key} {head}\n")
+
+
+def apply_series(layout: Layout) -> str:
+    """git am the series onto the base in a scratch worktree; return the new tip."""
+    patches = [p for p in layout.series() if not p.name.startswith("0000-")]
+    scratch = layout.src.with_name(layout.src.name + ".am")
+    git(layout, "worktree", "prune")
+    if scratch.exists():
+        git(layout, "worktree", "remove", "--force", str(scratch))
+    git(layout, "worktree", "add", "-q", "--detach", str(scratch), f"base-{BASE_VERSION}")
+    try:
+        if patches:
+            run(["git", "-C", str(scratch), "am", "-q", "--keep-cr",
+                 *(str(p.resolve()) for p in patches)])  # fmt: skip
+        return run(["git", "-C", str(scratch), "rev-parse", "HEAD"], capture=True).strip()
+    finally:
+        git(layout, "worktree", "remove", "--force", str(scratch))
 
 
 def branch_exists(layout: Layout) -> bool:
