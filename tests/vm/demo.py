@@ -81,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
 
     saved_kb = before.node0_free_drop_kb - after.node0_free_drop_kb
     onlined_mib = after.online_blocks * after.block_bytes // (1 << 20)
-    per_gib_mib = saved_kb / 1024 / (onlined_mib / 1024)
+    memmap_kb = after.online_blocks * after.memmap_kb_per_block
     print(
-        f"\nDRAM saved: {saved_kb / 1024:.1f} MiB for {onlined_mib} MiB onlined, "
-        f"{per_gib_mib:.1f} MiB per GiB, about {per_gib_mib:.0f} GiB per TiB of CXL memory."
+        f"\nDRAM saved: {saved_kb / 1024:.1f} MiB for {onlined_mib} MiB onlined; the memmap of "
+        f"those {after.online_blocks} blocks is {memmap_kb / 1024:.1f} MiB "
+        f"({memmap_kb // onlined_mib} MiB per GiB, {memmap_kb // onlined_mib} GiB per TiB)."
     )
     print(
         f"The new memory holds its own memmap instead: node 1 shows "
