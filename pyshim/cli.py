@@ -401,47 +401,50 @@ def _find_device(ctx: Context, daxctx: Any, name: str) -> Any:
     return dev
 
 
-def cmd_online(ctx: Context) -> int:
-    from pyshim import ops
+def _reconfigure(
+    ctx: Context, verb: str, action: Callable[[Sysfs, Any, str], dict[str, object]]
+) -> dict[str, object]:
+    """Validate the device, then run action(sysfs, libdaxctl device, name) inside a libdaxctl
+    context; libdaxctl's errors become one-line operation failures."""
     from pyshim.libdaxctl import DaxctlError
 
     name = validate_device(ctx.args.device)
-    _daxctl_prerequisites(ctx, "online")
-    sysfs = ctx.sysfs
+    _daxctl_prerequisites(ctx, verb)
     library = ctx.env.library()
     try:
         with library.context() as daxctx:
-            dev = _find_device(ctx, daxctx, name)
-            result = ops.online(
-                sysfs,
-                dev,
-                ctx.args.movable,
-                sysfs.auto_online_blocks(),
-                lambda: ops.device_block_states(sysfs, name),
-            )
+            return action(ctx.sysfs, _find_device(ctx, daxctx, name), name)
     except DaxctlError as exc:
         raise OperationFailed(str(exc)) from None
-    _report_device(ctx, name, result)
+
+
+def cmd_online(ctx: Context) -> int:
+    from pyshim import ops
+
+    def online(sysfs: Sysfs, dev: Any, name: str) -> dict[str, object]:
+        return ops.online(
+            sysfs,
+            dev,
+            ctx.args.movable,
+            sysfs.auto_online_blocks(),
+            lambda: ops.device_block_states(sysfs, name),
+        )
+
+    result = _reconfigure(ctx, "online", online)
+    _report_device(ctx, ctx.args.device, result)
     return EXIT_OK
 
 
 def cmd_offline(ctx: Context) -> int:
     from pyshim import ops
-    from pyshim.libdaxctl import DaxctlError
 
-    name = validate_device(ctx.args.device)
-    _daxctl_prerequisites(ctx, "offline")
-    sysfs = ctx.sysfs
-    library = ctx.env.library()
-    try:
-        with library.context() as daxctx:
-            dev = _find_device(ctx, daxctx, name)
-            result = ops.offline(sysfs, dev, lambda: ops.device_block_states(sysfs, name))
-    except DaxctlError as exc:
-        raise OperationFailed(str(exc)) from None
+    def offline(sysfs: Sysfs, dev: Any, name: str) -> dict[str, object]:
+        return ops.offline(sysfs, dev, lambda: ops.device_block_states(sysfs, name))
+
+    result = _reconfigure(ctx, "offline", offline)
     if result.get("already"):
-        ctx.note(f"{name} was already in devdax mode")
-    _report_device(ctx, name, result)
+        ctx.note(f"{ctx.args.device} was already in devdax mode")
+    _report_device(ctx, ctx.args.device, result)
     return EXIT_OK
 
 
