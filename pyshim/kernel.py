@@ -75,31 +75,7 @@ class Sysfs:
 
     def read(self, rel: str) -> str | None:
         """Text of a sysfs attribute, or None when it does not exist (or vanished)."""
-        path = os.path.join(self.root, rel)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            if exc.errno in _MISSING:
-                return None
-            if exc.errno in (errno.EACCES, errno.EPERM):
-                raise MissingPrerequisite(
-                    f"cannot read {path}: run as root (the kernel makes it root-only)"
-                ) from None
-            raise OperationFailed(f"cannot read {path}: {exc.strerror}") from None
-        try:
-            chunks = []
-            while True:
-                data = os.read(fd, 65536)
-                if not data:
-                    break
-                chunks.append(data)
-        except OSError as exc:
-            if exc.errno in _MISSING:
-                return None
-            raise OperationFailed(f"cannot read {path}: {exc.strerror}") from None
-        finally:
-            os.close(fd)
-        return b"".join(chunks).decode("utf-8", "replace")
+        return _read_text(os.path.join(self.root, rel))
 
     def exists(self, rel: str) -> bool:
         return os.path.exists(os.path.join(self.root, rel))
@@ -314,11 +290,11 @@ class Sysfs:
         if fd is None:
             return None
         base = f"memory{index}/"
-        state = _read_at(fd, base + "state")
+        state = _read_text(base + "state", fd)
         if state is None:
             return None
-        mom = _read_at(fd, base + "memmap_on_memory")
-        valid_zones = _read_at(fd, base + "valid_zones") if zones else None
+        mom = _read_text(base + "memmap_on_memory", fd)
+        valid_zones = _read_text(base + "valid_zones", fd) if zones else None
         return MemoryBlock(
             index,
             state.strip(),
@@ -379,22 +355,30 @@ class Sysfs:
         return Snapshot(settings, devices, blocks, node_blocks, acct, vanished)
 
 
-def _read_at(dir_fd: int, rel: str) -> str | None:
-    """Read a small attribute relative to dir_fd; None when it does not exist (or vanished)."""
+def _read_text(path: str, dir_fd: int | None = None) -> str | None:
+    """Read a kernel file (relative to dir_fd when given); None when it does not exist or
+    vanished while being read, exit 3 when only root may read it."""
     try:
-        fd = os.open(rel, os.O_RDONLY, dir_fd=dir_fd)
+        fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in _MISSING:
             return None
-        raise OperationFailed(f"cannot read {rel}: {exc.strerror}") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise MissingPrerequisite(
+                f"cannot read {path}: run as root (the kernel makes it root-only)"
+            ) from None
+        raise OperationFailed(f"cannot read {path}: {exc.strerror}") from None
     try:
-        return os.read(fd, 4096).decode()
+        chunks = []
+        while data := os.read(fd, 65536):
+            chunks.append(data)
     except OSError as exc:
         if exc.errno in _MISSING:
             return None
-        raise OperationFailed(f"cannot read {rel}: {exc.strerror}") from None
+        raise OperationFailed(f"cannot read {path}: {exc.strerror}") from None
     finally:
         os.close(fd)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 def _dax_sort_key(name: str) -> tuple[int, int]:

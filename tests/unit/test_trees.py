@@ -125,14 +125,14 @@ def test_block_vanishing_mid_scan(
     cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A memory block removed between listing and reading is skipped (filesystem layer)."""
-    real = kernel._read_at
+    real = kernel._read_text
 
-    def read_at(dir_fd: int, rel: str) -> str | None:
-        if rel.startswith("memory34/"):
-            return None  # what _read_at returns when the open fails with ENOENT
-        return real(dir_fd, rel)
+    def read_text(path: str, dir_fd: int | None = None) -> str | None:
+        if path.startswith("memory34/"):
+            return None  # what _read_text returns when the open fails with ENOENT
+        return real(path, dir_fd)
 
-    monkeypatch.setattr(kernel, "_read_at", read_at)
+    monkeypatch.setattr(kernel, "_read_text", read_text)
     r = cli(["check", "--json", "--sysroot", str(tree_path("patched_on"))])
     data = json.loads(r.out)
     assert [b["memory"] for b in data["devices"][0]["blocks"]] == [32, 33, 35]
