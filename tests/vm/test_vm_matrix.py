@@ -7,6 +7,7 @@ plus what node 0 paid (its free memory, see vmtest/placement.py).
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from typing import Any
 
@@ -206,27 +207,54 @@ def test_s4_global_force_kmem_on_reports_padding(
     asserts.clean_log(result)
 
 
-# --- 5: the device attribute written explicitly wins ----------------------------------------
+# --- 5: the device attribute counts only under `global` (contract v2) ------------------------
 
 
 @pytest.mark.parametrize(
     ("cmdline", "kmem", "attr", "where"),
     [
-        (GLOBAL_N, "on", "0", "dram"),
-        (GLOBAL_N, "on", "1", "memory"),
-        (GLOBAL_Y, "off", "1", "memory"),
-        (GLOBAL_Y, "off", "0", "dram"),
+        (GLOBAL_N, "on", "0", "memory"),
+        (GLOBAL_Y, "on", "0", "memory"),
+        (GLOBAL_Y, "off", "1", "dram"),
+        (GLOBAL_Y, "global", "0", "dram"),
     ],
-    ids=["N-on-attr0", "N-on-attr1", "Y-off-attr1", "Y-off-attr0"],
+    ids=["N-on-attr0", "Y-on-attr0", "Y-off-attr1", "Y-global-attr0"],
 )
-def test_s5_device_attr_wins(vm: Harness, cmdline: str, kmem: str, attr: str, where: str) -> None:
+def test_s5_device_attr_only_under_global(
+    vm: Harness, cmdline: str, kmem: str, attr: str, where: str
+) -> None:
+    """`on` and `off` decide alone; under `global` the device attribute AND the parameter."""
     result = vm.boot(
         pmem_online(s.kmem_set(kmem), device_setup=(s.dev_attr(attr),)),
         source=Source.PMEM,
         append=[cmdline],
     )
     p = pmem_placement(result)
+    assert result.step("dev_attr")["value"] == attr, result.describe()
     (asserts.on_memory if where == "memory" else asserts.in_dram)(p, result)
+    asserts.clean_log(result)
+
+
+def test_s5_no_hidden_device_state(vm: Harness) -> None:
+    """The v1 sequence that broke `global`: kmem `on`, write 1 to daxX.Y/memmap_on_memory,
+    kmem back to `global`, bind. The device attribute is 6.12's: without the global parameter
+    the write fails with EOPNOTSUPP and leaves 0, and the memmap goes to DRAM."""
+    result = vm.boot(
+        pmem_online(
+            s.kmem_set("on"),
+            device_setup=(
+                s.dev_attr("1", may_fail=True),
+                s.kmem_set("global", label="kmem_back"),
+            ),
+        ),
+        source=Source.PMEM,
+        append=[GLOBAL_N],
+    )
+    p = pmem_placement(result)
+    write = result.step("dev_attr")
+    assert (write["errno"], write["value"]) == (errno.EOPNOTSUPP, "0"), result.describe()
+    assert result.step("kmem_after")["value"] == "global", result.describe()
+    asserts.in_dram(p, result)
     asserts.clean_log(result)
 
 
