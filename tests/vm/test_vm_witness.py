@@ -6,11 +6,18 @@ kmem binds, the memmap goes on the memory; without the parameter it goes to node
 (node 0 is the only node with boot memory in these boots). The blocks to expect come from
 the guest's sysfs (sysinfo), not from pyshim; every one of them must carry the expected
 witness: no majority.
+
+MEMMAP_KMEM_WRONG_KERNEL names a deliberately wrong kernel (the series plus
+tests/vm/wrong-kernel/*.patch: altmap reserved, struct pages from DRAM); the last test
+boots it and requires the witness to catch what the bookkeeping misses. Unset: skipped.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,3 +97,40 @@ def test_witness_in_dram_on_node_0(vm: Harness, figures: Callable[[str, Any], No
     assert node1_status(result) == "ok"
     figures("check_witness_in_dram", result.step("witness_text")["stdout"])
     asserts.clean_log(result)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("MEMMAP_KMEM_WRONG_KERNEL"),
+    reason="MEMMAP_KMEM_WRONG_KERNEL is not set (see tests/vm/wrong-kernel/README.md)",
+)
+def test_wrong_kernel_is_caught(vm: Harness, figures: Callable[[str, Any], None]) -> None:
+    wrong = Path(os.environ["MEMMAP_KMEM_WRONG_KERNEL"])
+    vm.settings = dataclasses.replace(vm.settings, kernel=wrong)
+    result = vm.boot(
+        [
+            s.kmem_set("on", method="sysfs"),
+            s.pmem_devdax(),
+            s.online(method="daxctl"),
+            s.snapshot("after_online"),
+            s.shim("check_json", "check", "--json", parse_json=True),
+            s.shim("witness_json", "check", "--witness", "--json", parse_json=True),
+            s.shim("witness_text", "check", "--witness"),
+        ],
+        kernel="patched",
+        source=Source.PMEM,
+    )
+    asserts.booted_ok(result)
+    fooled = result.step("check_json")
+    assert (fooled["rc"], fooled["json"]["status"]) == (0, "ok"), "the bookkeeping should agree"
+    shim = result.step("witness_json")
+    assert shim["rc"] == 1, f"check --witness exit {shim['rc']}: {shim['stderr']}"
+    snap = result.step("after_online")
+    (device,) = [d for d in snap["dax"] if d["driver"] == "kmem"]
+    blocks = {b["memory"]: b for d in shim["json"]["devices"] for b in d["blocks"]}
+    assert sorted(blocks) == device["blocks"] != []
+    for n, b in blocks.items():
+        assert (b["attribute"], b["witness"], b["status"]) == (True, "dram", "inconsistent"), (
+            n,
+            b,
+        )
+    figures("check_witness_wrong_kernel", result.step("witness_text")["stdout"])
