@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help="only this device (daxX.Y)")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--witness",
+        action="store_true",
+        help="also find each block's memmap in the kernel page tables (root, /proc/kcore); "
+        "fail when they, memoryN/memmap_on_memory and the node accounting disagree; "
+        "works on stock kernels too",
+    )
 
     p = sub.add_parser(
         "online",
@@ -318,8 +325,19 @@ def _checked_snapshot(ctx: Context, device: str | None = None) -> tuple[logic.Sn
 
 def cmd_check(ctx: Context) -> int:
     device = validate_device(ctx.args.device) if ctx.args.device else None
+    if ctx.args.witness:
+        return _check_witness(ctx, device)
     _, result = _checked_snapshot(ctx, device)
     ctx.out(render.to_json(result) if ctx.args.json else render.check_text(result))
+    return EXIT_FAILED if result["status"] == logic.Status.INCONSISTENT.value else EXIT_OK
+
+
+def _check_witness(ctx: Context, device: str | None) -> int:
+    from pyshim import witness  # lazy: only this option reads /proc/kcore
+
+    ctx.require_root("check --witness (it reads kernel page tables through /proc/kcore)")
+    result = witness.check(ctx.sysfs, ctx.spec, device)
+    ctx.out(render.to_json(result) if ctx.args.json else witness.check_text(result))
     return EXIT_FAILED if result["status"] == logic.Status.INCONSISTENT.value else EXIT_OK
 
 
