@@ -11,7 +11,7 @@ MEMMAP_KMEM_VM ?= 1
 export MEMMAP_KMEM_VM
 
 .PHONY: all deps venv kernel kernel-stock kernel-debug prepare-series export-series \
-	check-series check-config kunit lint unit vm-deps vm-test vm-test-debug test demo bench \
+	check-series check-config check-distro kunit lint unit vm-deps vm-test vm-test-debug test demo bench \
 	clean-venv help
 
 all: help
@@ -21,11 +21,12 @@ help:
 	@echo "make test           lint, unit tests, series check, KUnit, VM tests"
 	@echo "make kernel         build the patched kernel (prints the bzImage path)"
 	@echo "make kernel-stock   build unpatched 6.12.117 with the same config"
-	@echo "make kernel-debug   patched kernel with KASAN, lockdep and kmemleak"
+	@echo "make kernel-debug   patched, kmem a module, KASAN, lockdep, kmemleak, faults"
 	@echo "make prepare-series check out the series in the cache tree to edit it"
 	@echo "make export-series  write the edited branch back to kernel-patch/"
 	@echo "make check-series   git am, checkpatch --strict --codespell, build each patch"
 	@echo "make check-config   fail if olddefconfig drops a Kconfig.snippet line"
+	@echo "make check-distro   W=1 build of the touched files under Debian's 6.12 config"
 	@echo "make kunit          boot the patched kernel and check the KUnit suite"
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
 	@echo "make vm-test-debug  scenarios 2, 6, 7 on the KASAN/lockdep/kmemleak kernel"
@@ -63,6 +64,9 @@ check-series: deps
 check-config: deps
 	$(KBUILD) check-config
 
+check-distro: deps
+	$(KBUILD) check-distro
+
 kunit: kernel
 	$(KBUILD) kunit
 
@@ -78,7 +82,8 @@ lint: venv
 unit: venv
 	$(VPY) -m pytest -q -m 'not vm' tests/unit tests/kbuild tests/vm
 
-vm-test: venv kernel kernel-stock vm-deps
+# The module scenarios (test_vm_module.py) boot the modular debug variant.
+vm-test: venv kernel kernel-stock kernel-debug vm-deps
 	$(VPY) -m pytest -q -m vm tests/vm
 
 # Scenarios 2, 6 and 7 on the patched kernel with KASAN, lockdep and kmemleak;

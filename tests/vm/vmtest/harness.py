@@ -39,7 +39,12 @@ class Harness:
         self.nodeid = nodeid
 
     def kernel(self, which: str) -> Path:
-        path = self.settings.kernel if which == "patched" else self.settings.stock_kernel
+        """ "patched", "stock" or "modular" (patched, kmem a module, debug options)."""
+        path = {
+            "patched": self.settings.kernel,
+            "stock": self.settings.stock_kernel,
+            "modular": self.settings.modular_kernel,
+        }[which]
         reason = self.settings.missing(path)
         if reason:
             unavailable(self.settings, f"{which} kernel: {reason}")

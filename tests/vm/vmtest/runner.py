@@ -84,6 +84,11 @@ class VMSpec:
     python: str = field(default_factory=lambda: sys.executable)
     # Shrinks the per-CPU free lists to their minimum (0 leaves the kernel default).
     percpu_pagelist_high_fraction: int = 1 << 30
+    # On a modular kernel the guest loads kmem before the steps, unless they do it.
+    load_kmem: bool = True
+    # hmem only: 2 makes two soft-reserved ranges (3/8 and 1/2 of the hot-plug node, with a
+    # reserved 1/8 between them so that e820 does not merge them): two dax devices.
+    hotplug_parts: int = 1
 
     @property
     def hotplug_base(self) -> int:
@@ -166,7 +171,14 @@ def kernel_cmdline(spec: VMSpec, init_args: Sequence[str]) -> str:
         "printk.time=1",
     ]
     size = spec.hotplug_mib
-    if spec.source is Source.HMEM:
+    if spec.source is Source.HMEM and spec.hotplug_parts == 2:
+        base = spec.hotplug_base
+        first, gap = size * 3 // 8, size // 8
+        words.append(f"memmap={first}M%{base:#x}-1+0xefffffff")
+        words.append(f"memmap={gap}M${base + first * MIB:#x}")
+        second = size - first - gap
+        words.append(f"memmap={second}M%{base + (first + gap) * MIB:#x}-1+0xefffffff")
+    elif spec.source is Source.HMEM:
         words.append(f"memmap={size}M%{spec.hotplug_base:#x}-1+0xefffffff")
     elif spec.source is Source.PMEM:
         words.append(f"memmap={size}M!{spec.hotplug_base:#x}")
@@ -266,6 +278,12 @@ def find_modules_builtin(kernel: Path) -> list[Path]:
     return found
 
 
+def find_modules(kernel: Path) -> Path | None:
+    """The installed modules of a modular image: <image>/modroot/lib/modules/<release>/."""
+    releases = sorted((kernel.parent / "modroot" / "lib" / "modules").glob("*/"))
+    return releases[0] if releases else None
+
+
 def run(
     spec: VMSpec,
     steps: Sequence[Mapping[str, Any]],
@@ -285,11 +303,16 @@ def run(
         (share / stale).unlink(missing_ok=True)
     for path in find_modules_builtin(spec.kernel):
         shutil.copyfile(path, share / path.name)
+    shutil.rmtree(share / "modules", ignore_errors=True)
+    modules = find_modules(spec.kernel)
+    if modules is not None:
+        shutil.copytree(modules, share / "modules", symlinks=False)
     job = {
         "repo": str(repo_root()),
         "python": spec.python,
         "steps": list(steps),
         "percpu_pagelist_high_fraction": spec.percpu_pagelist_high_fraction,
+        "load_kmem": spec.load_kmem,
     }
     (share / "job.json").write_text(json.dumps(job, indent=1))
     serial_log = workdir / "serial.log"

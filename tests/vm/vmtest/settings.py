@@ -38,6 +38,7 @@ class Settings:
     mode: Mode
     kernel: Path
     stock_kernel: Path
+    modular_kernel: Path  # kmem as a module: the debug variant (make kernel-debug)
     qemu: str
     accel: str  # "auto", "tcg" or "kvm"
     kselftest: Path | None
@@ -64,6 +65,9 @@ class Settings:
             kernel=Path(kernel or env.get("MEMMAP_KMEM_KERNEL") or images / "patched" / "bzImage"),
             stock_kernel=Path(
                 stock_kernel or env.get("MEMMAP_KMEM_STOCK_KERNEL") or images / "stock" / "bzImage"
+            ),
+            modular_kernel=Path(
+                env.get("MEMMAP_KMEM_MODULAR_KERNEL") or images / "patched-debug" / "bzImage"
             ),
             qemu=env.get("MEMMAP_KMEM_QEMU", "qemu-system-x86_64"),
             accel=env.get("MEMMAP_KMEM_VM_ACCEL", "auto"),

@@ -20,6 +20,7 @@ import ctypes
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -77,7 +78,23 @@ def provide_modules_builtin(share: Path) -> None:
     if modinfo.is_file():
         (moddir / "modules.builtin.modinfo").write_bytes(modinfo.read_bytes())
     (moddir / "modules.order").write_text("")
+    # A modular kernel: the runner shares the modules that `make modules_install` put in
+    # <image>/modroot (kmem.ko and its KUnit suite), installed where modprobe looks.
+    modules = share / "modules"
+    if modules.is_dir():
+        shutil.copytree(modules, moddir, dirs_exist_ok=True)
     subprocess.run(["depmod", "-a", release], check=False, capture_output=True)
+
+
+def load_kmem_module(job: dict[str, Any]) -> dict[str, Any] | None:
+    """Load kmem when it is a module, as a distribution's udev would at boot (modprobe picks
+    kmem.* parameters from the kernel command line); a job that tests loading says no."""
+    if not job.get("load_kmem", True) or Path("/sys/bus/dax/drivers/kmem").is_dir():
+        return None
+    release = os.uname().release
+    if not list((Path("/lib/modules") / release).rglob("kmem.ko*")):
+        return None
+    return run_argv(["modprobe", "kmem"])
 
 
 def run_argv(
@@ -458,6 +475,7 @@ def run_job(share: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"status": "ok", "exit_status": 0, "steps": steps_out, "error": None}
     result["uname"] = os.uname().release
     result["cmdline"] = read_text("/proc/cmdline")
+    result["kmem_modprobe"] = load_kmem_module(job)
     # Small per-CPU free lists, so that node MemFree moves with what the kernel allocates and
     # not with pages parked on (and later drained from) those lists.
     fraction = job.get("percpu_pagelist_high_fraction")

@@ -13,6 +13,8 @@ mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
 mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mountpoint -q /dev || mount -t devtmpfs -o nosuid devtmpfs /dev
 mountpoint -q /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+# What udev would add to devtmpfs: bash's process substitution needs /dev/fd.
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 # A checkout under /tmp (CI may clone there) would vanish under the tmpfs: move the
 # top directory that holds the agent from the host's view onto the new tmpfs.
 for dir in /tmp /var/tmp /var/lib/misc; do
@@ -44,6 +46,13 @@ else
         -o "lowerdir=$libdir,upperdir=/run/lib-overlay/upper,workdir=/run/lib-overlay/work" \
         "$libdir"
     mkdir -p /lib/modules
+fi
+# `pyshim set --persist` writes /etc/modprobe.d (kmem as a module): a writable copy of
+# the host's directory, so that a reload of kmem in the guest reads what was written.
+if [ -d /etc/modprobe.d ]; then
+    cp -a /etc/modprobe.d /run/modprobe.d
+    mount -t tmpfs -o mode=0755 tmpfs /etc/modprobe.d
+    cp -a /run/modprobe.d/. /etc/modprobe.d/
 fi
 mkdir -p /run/vmtest
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vmtest /run/vmtest

@@ -1,0 +1,79 @@
+"""Races and faults on the modular debug kernel (KASAN, lockdep, kmemleak; issue 7, item 6).
+
+The guest side is vmtest/guest/stress.py: it does the work, checks every bind, and prints its
+figures and problems as JSON. Here: no problem, no splat in the log, kmemleak clean. The
+global parameter is off, so memmap on memory can only come from the kmem setting.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from vmtest import asserts
+from vmtest import steps as s
+from vmtest.harness import Harness
+from vmtest.runner import Source
+
+pytestmark = pytest.mark.vm
+
+GLOBAL_N = "memory_hotplug.memmap_on_memory=0"
+STRESS = Path(__file__).resolve().parent / "vmtest" / "guest" / "stress.py"
+
+
+def stress(vm: Harness, *args: str, parts: int = 1, timeout: float = 900) -> dict[str, Any]:
+    result = vm.boot(
+        [s.run("stress", sys.executable, str(STRESS), *args, timeout=timeout), s.kmemleak()],
+        kernel="modular",
+        source=Source.HMEM,
+        hotplug_parts=parts,
+        append=[GLOBAL_N],
+        timeout=timeout + 300,
+    )
+    asserts.booted_ok(result)
+    out = result.step("stress")
+    try:
+        figures = json.loads(out["stdout"].strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        pytest.fail(f"stress.py printed no JSON: {out['stderr'][-3000:]}\n{result.describe()}")
+    assert not figures["problems"], "\n".join(figures["problems"][:30]) + result.describe()
+    assert out["rc"] == 0, out["stderr"][-3000:]
+    leak = result.step("kmemleak")
+    assert not leak["report"], f"kmemleak: {leak['report'][:3000]}"
+    asserts.clean_log(result)
+    return figures
+
+
+def test_stress_race_setting_against_binds(
+    vm: Harness, figures: Callable[[str, Any], None]
+) -> None:
+    """1000 writes of on/off race bind/unbind loops of two dax devices: every bind is whole
+    (its blocks agree), each bind that no write overlapped follows the setting it read."""
+    out = stress(vm, "race", "--writes", "1000", parts=2)
+    figures("race", out)
+    print(f"race: {out}")
+    assert out["writes"] == 1000
+    assert out["binds"] >= 20 and out["exact_binds"] >= 10, out
+    assert 0 < out["binds_on_memory"] < out["binds"], f"one setting never applied: {out}"
+
+
+def test_stress_faults_in_hot_add(vm: Harness, figures: Callable[[str, Any], None]) -> None:
+    """failslab and fail_page_alloc inside kmem's probe with the memmap on memory: a failed
+    probe leaves nothing behind, and the device binds normally once injection stops."""
+    out = stress(vm, "faults")
+    figures("faults", out)
+    print(f"faults: {out}")
+    assert out["injected"] >= 4 and out["failed_binds"] >= 2, f"faults did not bite: {out}"
+
+
+def test_stress_pressure_cycles(vm: Harness, figures: Callable[[str, Any], None]) -> None:
+    """100 online/offline/remove cycles with the memmap on memory while a process holds 3/4
+    of the node's memory, which offlining must migrate."""
+    out = stress(vm, "pressure", "--cycles", "100", timeout=1800)
+    figures("pressure", out)
+    print(f"pressure: {out}")
+    assert out["cycles"] == 100 and out["hogged_mib"][0] > 0, out
