@@ -17,9 +17,6 @@ STRUCT_PAGE_SIZE = 64
 PMD_SIZE = 2 << 20
 PAGEBLOCK_PAGES = PMD_SIZE // PAGE_SIZE  # pageblock_order 9 on x86_64
 
-# Region default of daxX.Y/memmap_on_memory in 6.12: dax_cxl devices 1, hmem and pmem 0.
-REGION_DEFAULTS = {"cxl": True, "hmem": False, "pmem": False, "unknown": False}
-
 
 def memmap_bytes(block_size: int) -> int:
     """Bytes of struct page that one memory block of block_size needs."""
@@ -74,37 +71,30 @@ class Decision(NamedTuple):
 
 def decide(
     device_attr: bool,
-    region: str,
     kmem: KmemSetting,
     global_mode: GlobalMode | None,
-    supported: bool,
+    unsupported_reason: str | None,
 ) -> Decision:
-    """The decision table of DESIGN.md, seen from userspace.
+    """Where kmem puts the memmap of a device it hot-adds now: DESIGN.md contract v2.
 
-    The kernel's table depends on whether the admin *wrote* daxX.Y/memmap_on_memory, which
-    sysfs does not show. Approximation: a value equal to the region default (cxl 1, hmem/pmem
-    0) is taken as not written, any other value as written. It is exact except for an admin
-    who wrote the default value itself (writing 0 to an hmem device under kmem `on`, or 1 to
-    a cxl device under kmem `off`); for those the result here is the kmem setting's.
-    Under kmem `global` no approximation is needed: 6.12 uses the attribute AND the global
-    parameter, whether the attribute was written or not.
+    `global` is exactly 6.12 (daxX.Y/memmap_on_memory AND memory_hotplug.memmap_on_memory);
+    `on` is every device whenever this configuration can; `off` is never. The device
+    attribute counts only under `global`. unsupported_reason is None when this kernel
+    configuration and block size can hold the memmap on the block, else why not.
     """
-    if not supported:
-        return Decision(False, "this kernel configuration cannot place the memmap on memory")
-    default = REGION_DEFAULTS.get(region, False)
-    global_on = global_mode is not None and global_mode.enabled
-    if kmem is KmemSetting.GLOBAL:
-        value = device_attr and global_on
-        return Decision(
-            value,
-            f"kmem global: device attribute {int(device_attr)} and "
-            f"memory_hotplug.memmap_on_memory={global_mode.value if global_mode else 'absent'}",
-        )
-    if device_attr != default:
-        return Decision(device_attr, f"device attribute {int(device_attr)} written by the admin")
+    if kmem is KmemSetting.OFF:
+        return Decision(False, "kmem off: never on the hot-plugged memory")
+    if unsupported_reason is not None:
+        return Decision(False, f"this configuration cannot: {unsupported_reason}")
     if kmem is KmemSetting.ON:
-        return Decision(True, "kmem on")
-    return Decision(False, "kmem off")
+        return Decision(True, "kmem on: on the hot-plugged memory for every device")
+    global_word = global_mode.value if global_mode is not None else "absent"
+    global_on = global_mode is not None and global_mode.enabled
+    return Decision(
+        device_attr and global_on,
+        f"kmem global (the 6.12 rule): device attribute memmap_on_memory={int(device_attr)} "
+        f"and memory_hotplug.memmap_on_memory={global_word}",
+    )
 
 
 # --- machine snapshot records (filled by kernel.py) ------------------------------------------
@@ -208,7 +198,6 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
     "inconsistent" (exit 1).
     """
     settings = snapshot.settings
-    supported = settings.unsupported_reason is None
     per_block = settings.pages_per_block
     kmem = settings.kmem or KmemSetting.GLOBAL
     devices_out: list[dict[str, object]] = []
@@ -239,7 +228,7 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
             devices_out.append(entry)
             continue
         decision = decide(
-            bool(dev.memmap_on_memory), dev.region, kmem, settings.global_mode, supported
+            bool(dev.memmap_on_memory), kmem, settings.global_mode, settings.unsupported_reason
         )
         block_out: list[dict[str, object]] = []
         values: set[bool] = set()

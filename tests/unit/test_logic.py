@@ -38,58 +38,58 @@ def test_x86_block_sizes_support_memmap_on_memory(shift: int) -> None:
     assert logic.memmap_pages(block) * 4096 == block // 64
 
 
-def cxl_or(region: str) -> bool:
-    return logic.REGION_DEFAULTS[region]
+NOT_ALIGNED = "the memmap of one memory block is not pageblock aligned"
 
 
 @pytest.mark.parametrize(
-    ("attr", "region", "kmem", "global_mode", "expected"),
+    ("attr", "kmem", "global_mode", "expected"),
     [
-        # kmem global: exactly 6.12 (attribute AND global parameter)
-        (True, "cxl", KmemSetting.GLOBAL, GlobalMode.OFF, False),
-        (True, "cxl", KmemSetting.GLOBAL, GlobalMode.ON, True),
-        (True, "cxl", KmemSetting.GLOBAL, GlobalMode.FORCE, True),
-        (False, "hmem", KmemSetting.GLOBAL, GlobalMode.ON, False),
-        (True, "hmem", KmemSetting.GLOBAL, GlobalMode.ON, True),
-        (True, "cxl", KmemSetting.GLOBAL, None, False),
-        # kmem on: yes unless the admin wrote 0 (seen as: differs from the region default)
-        (False, "hmem", KmemSetting.ON, GlobalMode.OFF, True),
-        (True, "cxl", KmemSetting.ON, GlobalMode.OFF, True),
-        (False, "cxl", KmemSetting.ON, GlobalMode.OFF, False),
-        (True, "pmem", KmemSetting.ON, GlobalMode.OFF, True),
-        # kmem off: no unless the admin wrote 1
-        (True, "cxl", KmemSetting.OFF, GlobalMode.ON, False),
-        (False, "hmem", KmemSetting.OFF, GlobalMode.ON, False),
-        (True, "hmem", KmemSetting.OFF, GlobalMode.OFF, True),
+        # kmem global: exactly 6.12, device attribute AND global parameter
+        (True, KmemSetting.GLOBAL, GlobalMode.OFF, False),
+        (True, KmemSetting.GLOBAL, GlobalMode.ON, True),
+        (True, KmemSetting.GLOBAL, GlobalMode.FORCE, True),
+        (False, KmemSetting.GLOBAL, GlobalMode.ON, False),
+        (False, KmemSetting.GLOBAL, GlobalMode.FORCE, False),
+        (True, KmemSetting.GLOBAL, None, False),
+        # kmem on: on memory whatever the device attribute and the global parameter say
+        (False, KmemSetting.ON, GlobalMode.OFF, True),
+        (True, KmemSetting.ON, GlobalMode.OFF, True),
+        (False, KmemSetting.ON, None, True),
+        # kmem off: never, whatever the device attribute and the global parameter say
+        (True, KmemSetting.OFF, GlobalMode.ON, False),
+        (True, KmemSetting.OFF, GlobalMode.FORCE, False),
+        (False, KmemSetting.OFF, GlobalMode.OFF, False),
     ],
 )
 def test_decision_table(
-    attr: bool, region: str, kmem: KmemSetting, global_mode: GlobalMode | None, expected: bool
+    attr: bool, kmem: KmemSetting, global_mode: GlobalMode | None, expected: bool
 ) -> None:
-    assert logic.decide(attr, region, kmem, global_mode, True).memmap_on_memory is expected
+    assert logic.decide(attr, kmem, global_mode, None).memmap_on_memory is expected
 
 
-@given(
-    st.booleans(),
-    st.sampled_from(sorted(logic.REGION_DEFAULTS)),
-    st.sampled_from(list(KmemSetting)),
-    st.sampled_from([None, *GlobalMode]),
-)
+@given(st.booleans(), st.sampled_from(list(KmemSetting)), st.sampled_from([None, *GlobalMode]))
 def test_unsupported_never_on_memory(
-    attr: bool, region: str, kmem: KmemSetting, global_mode: GlobalMode | None
+    attr: bool, kmem: KmemSetting, global_mode: GlobalMode | None
 ) -> None:
-    assert not logic.decide(attr, region, kmem, global_mode, False).memmap_on_memory
+    decision = logic.decide(attr, kmem, global_mode, NOT_ALIGNED)
+    assert not decision.memmap_on_memory
+    if kmem is not KmemSetting.OFF:
+        assert NOT_ALIGNED in decision.reason
 
 
-@given(
-    st.booleans(), st.sampled_from(sorted(logic.REGION_DEFAULTS)), st.sampled_from(list(GlobalMode))
-)
-def test_written_value_wins_under_on_and_off(attr: bool, region: str, gm: GlobalMode) -> None:
-    """A value different from the region default counts as written and wins (on/off)."""
-    if attr == logic.REGION_DEFAULTS[region]:
-        return
+@given(st.sampled_from([None, *GlobalMode]))
+def test_device_attribute_counts_only_under_global(global_mode: GlobalMode | None) -> None:
+    """Contract v2: no written-attribute state; under on/off the attribute changes nothing."""
     for kmem in (KmemSetting.ON, KmemSetting.OFF):
-        assert logic.decide(attr, region, kmem, gm, True).memmap_on_memory is attr
+        with_attr = logic.decide(True, kmem, global_mode, None)
+        without_attr = logic.decide(False, kmem, global_mode, None)
+        assert with_attr == without_attr
+        assert "attribute" not in with_attr.reason
+
+
+def test_global_reason_names_both_inputs() -> None:
+    reason = logic.decide(True, KmemSetting.GLOBAL, GlobalMode.OFF, None).reason
+    assert "memmap_on_memory=1" in reason and "memory_hotplug.memmap_on_memory=N" in reason
 
 
 def test_plan_1t() -> None:

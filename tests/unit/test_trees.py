@@ -21,6 +21,7 @@ ALL_TREES = [
     "boot_node",
     "vanishing",
     "inconsistent",
+    "off_attr_one",
     "builtin_offline",
 ]
 CHECK_EXIT = {
@@ -33,6 +34,7 @@ CHECK_EXIT = {
     "boot_node": 0,
     "vanishing": 0,
     "inconsistent": 1,
+    "off_attr_one": 0,
     "builtin_offline": 0,
 }
 
@@ -98,6 +100,15 @@ def test_stale_reports_command(cli: Callable[..., Result]) -> None:
         "python -m pyshim offline --device dax0.0 && python -m pyshim online --device dax0.0"
         in r.out
     )
+
+
+def test_device_attribute_ignored_under_kmem_off(cli: Callable[..., Result]) -> None:
+    """Contract v2: daxX.Y/memmap_on_memory=1 under kmem off still means DRAM, not stale."""
+    r = cli(["check", "--json", "--sysroot", str(tree_path("off_attr_one"))])
+    dev = json.loads(r.out)["devices"][0]
+    assert dev["expected_memmap_on_memory"] is False
+    assert dev["status"] == "ok" and r.code == 0
+    assert "attribute" not in dev["reason"]
 
 
 def test_devdax_device(cli: Callable[..., Result]) -> None:
