@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "value",
         nargs="?",
         default="on",
-        help="on, off or global (kstrtobool spellings such as 1/0/yes/no also work); default on",
+        help="global, on or off (also exactly 1/0, yes/no, true/false); default on",
     )
     p.add_argument(
         "--persist",
@@ -185,8 +185,8 @@ def cmd_set(ctx: Context) -> int:
     spec = lookup_driver(args.driver)
     try:
         value = parse.parse_setting_word(args.value)
-    except ValueError:
-        raise UsageError(f"invalid value {args.value!r}: use on, off or global") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     sysfs = ctx.sysfs
     before = sysfs.require_driver_setting(spec)
     ctx.require_root(f"writing {sysfs.path(spec.attribute_path)}")

@@ -30,41 +30,28 @@ class GlobalMode(enum.Enum):
         return self is not GlobalMode.OFF
 
 
-def kstrtobool(text: str) -> bool:
-    """Mirror lib/kstrtox.c kstrtobool(): only the first one or two characters count.
-
-    y/Y/t/T/1 -> True, n/N/f/F/0 -> False, "on"/"of..." (case-insensitive) -> True/False.
-    """
-    if not text:
-        raise ValueError("empty boolean")
-    first = text[0]
-    if first in "yYtT1":
-        return True
-    if first in "nNfF0":
-        return False
-    if first in "oO" and len(text) > 1:
-        second = text[1]
-        if second in "nN":
-            return True
-        if second in "fF":
-            return False
-    raise ValueError(f"not a boolean: {text!r}")
-
-
-def _strip_one_newline(text: str) -> str:
-    return text[:-1] if text.endswith("\n") else text
+# What `pyshim set` accepts, exactly as typed: the three setting words and the strict boolean
+# spellings. The kernel's kstrtobool looks at one or two characters only ("force", "yellow" and
+# "1234" would pass), so the shim does not hand it anything outside this table.
+SETTING_WORDS: dict[str, KmemSetting] = {
+    "global": KmemSetting.GLOBAL,
+    "on": KmemSetting.ON,
+    "off": KmemSetting.OFF,
+    "1": KmemSetting.ON,
+    "0": KmemSetting.OFF,
+    "yes": KmemSetting.ON,
+    "no": KmemSetting.OFF,
+    "true": KmemSetting.ON,
+    "false": KmemSetting.OFF,
+}
 
 
 def parse_setting_word(text: str) -> KmemSetting:
-    """Parse a word the kmem attribute accepts: global, on, off or a kstrtobool spelling.
-
-    This mirrors what the patched kernel's store() accepts (sysfs_streq for "global", then
-    kstrtobool), so that `pyshim set` refuses exactly what the kernel would refuse with EINVAL.
-    """
-    word = _strip_one_newline(text)
-    if word == "global":
-        return KmemSetting.GLOBAL
-    return KmemSetting.ON if kstrtobool(word) else KmemSetting.OFF
+    """The setting a word of SETTING_WORDS names; ValueError naming the words otherwise."""
+    setting = SETTING_WORDS.get(text)
+    if setting is None:
+        raise ValueError(f"invalid value {text!r}: use one of {', '.join(SETTING_WORDS)}")
+    return setting
 
 
 def parse_kmem_setting(text: str) -> KmemSetting:

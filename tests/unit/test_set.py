@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from unit_helpers import Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from unit_helpers import Result, run_cli, tree_path
 
 from pyshim import kernel
+from pyshim.parse import SETTING_WORDS
 
 ATTR = "sys/bus/dax/drivers/kmem/memmap_on_memory"
 CONF = "etc/modprobe.d/dax-kmem-memmap.conf"
@@ -41,9 +44,38 @@ def test_set_default_is_on(cli: Callable[..., Result], tree_copy: Callable[[str]
 
 def test_set_invalid_value(cli: Callable[..., Result], tree_copy: Callable[[str], Path]) -> None:
     root = tree_copy("patched_on")
-    r = cli(["set", "maybe", "--sysroot", str(root)])
-    assert r.code == 2 and "use on, off or global" in r.err
+    r = cli(["set", "force", "--sysroot", str(root)])
+    assert r.code == 2
+    assert r.err == (
+        "pyshim: error: invalid value 'force': use one of global, on, off, 1, 0, yes, no, "
+        "true, false\n"
+    )
     assert (root / ATTR).read_text() == "on\n"
+
+
+@pytest.fixture(scope="module")
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One writable tree for every Hypothesis example (a copy per example costs seconds)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("strict") / "patched_on"
+    shutil.copytree(tree_path("patched_on"), root, symlinks=True)
+    return root
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.text(max_size=12), st.sampled_from(sorted(SETTING_WORDS))))
+def test_nothing_outside_the_accepted_words_is_written(shared_root: Path, text: str) -> None:
+    attr = shared_root / ATTR
+    attr.write_text("global\n")
+    r = run_cli(["set", "--sysroot", str(shared_root), "--", text])
+    if text in SETTING_WORDS:
+        assert r.code == 0, r.err
+        assert attr.read_text() == SETTING_WORDS[text].value
+    else:
+        assert r.code == 2
+        assert "use one of global, on, off" in r.err
+        assert attr.read_text() == "global\n"
 
 
 def test_unknown_driver_lists_known(
