@@ -20,6 +20,7 @@ from pyshim.drivers import DRIVERS, DriverSpec, lookup_driver, validate_device
 from pyshim.errors import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_STALE,
     EXIT_USAGE,
     MissingPrerequisite,
     OperationFailed,
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Set the per-driver memmap_on_memory of dax kmem, bring dax memory online through "
             "libdaxctl, and prove block by block where each memory block's memmap lives."
         ),
-        epilog="exit status: 0 ok, 1 check or operation failed, 2 usage, 3 missing prerequisite",
+        epilog="exit status: 0 ok, 1 check or operation failed (check: inconsistent), 2 usage, "
+        "3 missing prerequisite, 4 check found stale blocks (see --allow-stale)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -115,9 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         parents=[common],
         help="where each block's memmap lives, what the settings choose, node cross-check",
+        description="For every memory block of every dax device in system-ram mode: where its "
+        "memmap lives (memoryN/memmap_on_memory) and where the current settings would put it; "
+        "for every node made only of such blocks: whether /proc/zoneinfo and the node's MemTotal "
+        "agree with the blocks. Status ok (exit 0), stale: some blocks were onlined under an "
+        "earlier setting (exit 4, or 0 with --allow-stale), inconsistent: a device's blocks "
+        "disagree or the accounting contradicts them (exit 1).",
     )
     p.add_argument("--device", help="only this device (daxX.Y)")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--allow-stale",
+        action="store_true",
+        help="exit 0 when blocks only hold their memmap where an earlier setting put it",
+    )
 
     p = sub.add_parser(
         "online",
@@ -320,7 +333,12 @@ def cmd_check(ctx: Context) -> int:
     device = validate_device(ctx.args.device) if ctx.args.device else None
     _, result = _checked_snapshot(ctx, device)
     ctx.out(render.to_json(result) if ctx.args.json else render.check_text(result))
-    return EXIT_FAILED if result["status"] == logic.Status.INCONSISTENT.value else EXIT_OK
+    status = logic.Status(result["status"])
+    if status is logic.Status.INCONSISTENT:
+        return EXIT_FAILED
+    if status is logic.Status.STALE and not ctx.args.allow_stale:
+        return EXIT_STALE
+    return EXIT_OK
 
 
 def cmd_plan(ctx: Context) -> int:

@@ -193,9 +193,9 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
     """Per block: where its memmap lives, what the settings would choose; per node: accounting.
 
     A block whose memmap is not where the current settings would put it was onlined under an
-    earlier setting: "stale", not an error (the fix is to re-online the device). A device with
-    mixed blocks, or a node whose accounting disagrees with the blocks' attribute, is
-    "inconsistent" (exit 1).
+    earlier setting: "stale" (the fix is to re-online the device). A device with mixed blocks,
+    or a node whose accounting disagrees with the blocks' attribute, is "inconsistent": the
+    kernel and its own accounting disagree. The CLI maps the worst status to the exit code.
     """
     settings = snapshot.settings
     per_block = settings.pages_per_block

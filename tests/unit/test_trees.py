@@ -30,7 +30,7 @@ CHECK_EXIT = {
     "devdax": 0,
     "mixed": 0,
     "mixed_device": 1,
-    "stale": 0,
+    "stale": 4,
     "boot_node": 0,
     "vanishing": 0,
     "inconsistent": 1,
@@ -94,12 +94,25 @@ def test_stock_kernel_message(cli: Callable[..., Result]) -> None:
 
 def test_stale_reports_command(cli: Callable[..., Result]) -> None:
     r = cli(["check", "--sysroot", str(tree_path("stale"))])
-    assert r.code == 0
-    assert "stale" in r.out
+    assert r.code == 4
+    assert r.out.splitlines()[-1] == "check: stale"
     assert (
         "python -m pyshim offline --device dax0.0 && python -m pyshim online --device dax0.0"
         in r.out
     )
+
+
+def test_allow_stale_exits_zero_with_the_same_report(cli: Callable[..., Result]) -> None:
+    strict = cli(["check", "--json", "--sysroot", str(tree_path("stale"))])
+    allowed = cli(["check", "--json", "--allow-stale", "--sysroot", str(tree_path("stale"))])
+    assert (strict.code, allowed.code) == (4, 0)
+    assert allowed.out == strict.out
+    assert json.loads(allowed.out)["status"] == "stale"
+
+
+def test_allow_stale_keeps_inconsistent_failing(cli: Callable[..., Result]) -> None:
+    r = cli(["check", "--allow-stale", "--sysroot", str(tree_path("inconsistent"))])
+    assert r.code == 1 and r.out.splitlines()[-1] == "check: inconsistent"
 
 
 def test_device_attribute_ignored_under_kmem_off(cli: Callable[..., Result]) -> None:
