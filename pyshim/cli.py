@@ -110,8 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel command line word to add",
     )
 
-    p = sub.add_parser("show", parents=[common], help="settings and dax devices")
-    p.add_argument("--json", action="store_true", help="JSON with daxctl's key names")
+    p = sub.add_parser(
+        "show",
+        parents=[common],
+        help="settings and dax devices",
+        description="The kmem and global settings, then one row per dax device. BLOCKS: "
+        "memory blocks online/total; MEMMAP: where the blocks' memmap lives according to "
+        "memoryN/memmap_on_memory (memory, dram or mixed); MEMMAP_IN_DRAM: the DRAM those "
+        "memmaps take; DAX_ATTR: the device's own memmap_on_memory attribute, which kmem "
+        "consults only under the setting `global`.",
+    )
+    p.add_argument("--json", action="store_true", help="JSON with daxctl's key names, in bytes")
 
     p = sub.add_parser(
         "check",
@@ -479,7 +488,7 @@ def _report_device(ctx: Context, name: str, result: dict[str, object]) -> None:
     except Exception:
         ctx.out(render.to_json(result))
         return
-    data = render.device_json(dev, blocks)
+    data = render.device_json(dev, blocks, block_size)
     if dev.driver == "kmem":
         on_memory = sum(1 for b in blocks if b.memmap_on_memory)
         ctx.note(

@@ -17,6 +17,9 @@ STRUCT_PAGE_SIZE = 64
 PMD_SIZE = 2 << 20
 PAGEBLOCK_PAGES = PMD_SIZE // PAGE_SIZE  # pageblock_order 9 on x86_64
 
+# Format version of every JSON document pyshim prints; raised on incompatible changes.
+JSON_VERSION = 1
+
 
 def memmap_bytes(block_size: int) -> int:
     """Bytes of struct page that one memory block of block_size needs."""
@@ -198,7 +201,8 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
     kernel and its own accounting disagree. The CLI maps the worst status to the exit code.
     """
     settings = snapshot.settings
-    per_block = settings.pages_per_block
+    on_block_bytes = settings.pages_per_block * PAGE_SIZE
+    in_dram_bytes = memmap_bytes(settings.block_size)
     kmem = settings.kmem or KmemSetting.GLOBAL
     devices_out: list[dict[str, object]] = []
     owned: dict[int, tuple[str, bool | None, str]] = {}  # block -> (device, on memory, state)
@@ -214,7 +218,7 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
             "mode": dev.mode,
             "target_node": dev.target_node,
             "region": dev.region,
-            "memmap_on_memory": dev.memmap_on_memory,
+            "memmap_on_memory_attribute": attribute_json(dev.memmap_on_memory),
         }
         if dev.driver != "kmem":
             entry.update(
@@ -244,7 +248,7 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
                     "memory": blk.number,
                     "state": blk.state,
                     "memmap": location(on_mem),
-                    "memmap_pages": per_block if on_mem else 0,
+                    "memmap_bytes": on_block_bytes if on_mem else in_dram_bytes,
                     "status": block_status.value,
                 }
             )
@@ -277,12 +281,13 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
             continue
         if only is not None and not any(owned.get(i, ("",))[0] == only for i in members):
             continue
-        node_entry = _check_node(node, members, owned, snapshot, per_block)
+        node_entry = _check_node(node, members, owned, snapshot, settings.pages_per_block)
         nodes_out.append(node_entry)
         if node_entry["status"] == Status.INCONSISTENT.value:
             worst = _worse(worst, Status.INCONSISTENT)
 
     return {
+        "version": JSON_VERSION,
         "settings": settings_json(settings),
         "devices": devices_out,
         "nodes": nodes_out,
@@ -301,9 +306,9 @@ def _check_node(
     members: set[int],
     owned: dict[int, tuple[str, bool | None, str]],
     snapshot: Snapshot,
-    per_block: int,
+    pages_per_block: int,
 ) -> dict[str, object]:
-    block_kb = snapshot.settings.block_size >> 10
+    block_size = snapshot.settings.block_size
     hotplugged = all(i in owned for i in members)
     online = [owned[i] for i in members if i in owned and owned[i][2] == "online"]
     on_memory = sum(1 for _, mom, _ in online if mom)
@@ -312,12 +317,12 @@ def _check_node(
         "total_memblocks": len(members),
         "online_memblocks": len(online) if hotplugged else None,
         "memmap_on_memory_memblocks": on_memory if hotplugged else None,
-        "present_pages": None,
-        "managed_pages": None,
-        "present_minus_managed": None,
-        "expected_present_minus_managed": None,
-        "memtotal_kb": None,
-        "expected_memtotal_kb": None,
+        "present_bytes": None,
+        "managed_bytes": None,
+        "present_minus_managed_bytes": None,
+        "expected_present_minus_managed_bytes": None,
+        "memtotal_bytes": None,
+        "expected_memtotal_bytes": None,
         "status": None,
         "reason": None,
     }
@@ -325,19 +330,24 @@ def _check_node(
     if not hotplugged:
         entry.update(status="skipped", reason="node has boot memory or memory not from dax kmem")
         return entry
-    expected_diff = on_memory * per_block
-    expected_total = len(online) * block_kb - expected_diff * (4096 >> 10)
+    expected_diff = on_memory * pages_per_block * PAGE_SIZE
+    expected_total = len(online) * block_size - expected_diff
     diff = None
+    present = managed = None
     if acct is not None and acct.present_pages is not None and acct.managed_pages is not None:
-        diff = acct.present_pages - acct.managed_pages
-    memtotal = acct.memtotal_kb if acct is not None else None
+        present = acct.present_pages * PAGE_SIZE
+        managed = acct.managed_pages * PAGE_SIZE
+        diff = present - managed
+    memtotal = (
+        acct.memtotal_kb * 1024 if acct is not None and acct.memtotal_kb is not None else None
+    )
     entry.update(
-        present_pages=acct.present_pages if acct else None,
-        managed_pages=acct.managed_pages if acct else None,
-        present_minus_managed=diff,
-        expected_present_minus_managed=expected_diff,
-        memtotal_kb=memtotal,
-        expected_memtotal_kb=expected_total,
+        present_bytes=present,
+        managed_bytes=managed,
+        present_minus_managed_bytes=diff,
+        expected_present_minus_managed_bytes=expected_diff,
+        memtotal_bytes=memtotal,
+        expected_memtotal_bytes=expected_total,
     )
     problems: list[str] = []
     if diff is None and memtotal is None:
@@ -345,11 +355,11 @@ def _check_node(
         return entry
     if diff is not None and diff != expected_diff:
         problems.append(
-            f"zoneinfo present-managed is {diff} pages, the blocks' memmap_on_memory "
+            f"zoneinfo present-managed is {diff} bytes, the blocks' memmap_on_memory "
             f"attributes say {expected_diff}"
         )
     if memtotal is not None and memtotal != expected_total:
-        problems.append(f"MemTotal is {memtotal} kB, expected {expected_total} kB")
+        problems.append(f"MemTotal is {memtotal} bytes, expected {expected_total} bytes")
     if problems:
         entry.update(status=Status.INCONSISTENT.value, reason="; ".join(problems))
     else:
@@ -357,12 +367,18 @@ def _check_node(
     return entry
 
 
+def attribute_json(value: bool | None) -> int | None:
+    """A 0/1 sysfs attribute as the kernel shows it (None when the file is absent)."""
+    return None if value is None else int(value)
+
+
 def settings_json(settings: Settings) -> dict[str, object]:
     return {
         "kmem_memmap_on_memory": settings.kmem.value if settings.kmem else None,
         "global_memmap_on_memory": settings.global_mode.value if settings.global_mode else None,
-        "memory_block_size": settings.block_size,
-        "memmap_pages_per_block": settings.pages_per_block,
+        "memory_block_size_bytes": settings.block_size,
+        "memmap_bytes_per_block": memmap_bytes(settings.block_size),
+        "memmap_on_memory_bytes_per_block": settings.pages_per_block * PAGE_SIZE,
         "supported": settings.unsupported_reason is None,
         "unsupported_reason": settings.unsupported_reason,
     }
@@ -379,24 +395,25 @@ def plan(capacity: int, block_size: int, force: bool = False) -> dict[str, objec
     per_block_device = memmap_pages(block_size, force) * PAGE_SIZE
     reason = memmap_support(block_size, force)
     without = {
-        "dram_memmap": blocks * per_block_dram,
-        "device_memmap": 0,
-        "usable": usable,
+        "dram_memmap_bytes": blocks * per_block_dram,
+        "device_memmap_bytes": 0,
+        "usable_bytes": usable,
     }
     with_setting: dict[str, object] = {
         "possible": reason is None,
         "reason": reason,
-        "dram_memmap": 0 if reason is None else blocks * per_block_dram,
-        "device_memmap": blocks * per_block_device if reason is None else 0,
-        "usable": usable - blocks * per_block_device if reason is None else usable,
+        "dram_memmap_bytes": 0 if reason is None else blocks * per_block_dram,
+        "device_memmap_bytes": blocks * per_block_device if reason is None else 0,
+        "usable_bytes": usable - blocks * per_block_device if reason is None else usable,
     }
     return {
-        "capacity": capacity,
-        "memory_block_size": block_size,
+        "version": JSON_VERSION,
+        "capacity_bytes": capacity,
+        "memory_block_size_bytes": block_size,
         "memblocks": blocks,
-        "unusable_tail": capacity - usable,
-        "memmap_per_block": per_block_dram,
+        "unusable_tail_bytes": capacity - usable,
+        "memmap_bytes_per_block": per_block_dram,
         "without_memmap_on_memory": without,
         "with_memmap_on_memory": with_setting,
-        "dram_saved": blocks * per_block_dram if reason is None else 0,
+        "dram_saved_bytes": blocks * per_block_dram if reason is None else 0,
     }

@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 from pyshim.logic import (
+    JSON_VERSION,
     DaxDevice,
     MemoryBlock,
     Snapshot,
+    attribute_json,
     location,
     memmap_bytes,
     memmap_pages,
@@ -65,12 +67,28 @@ def to_json(data: object) -> str:
 # --- show --------------------------------------------------------------------------------------
 
 
-def device_json(dev: DaxDevice, blocks: list[MemoryBlock]) -> dict[str, object]:
-    """One device with daxctl's key names (chardev, size, target_node, align, mode, ...)."""
+def memmap_placement(blocks: list[MemoryBlock]) -> str | None:
+    """Where the memmap of these blocks lives, read from memoryN/memmap_on_memory:
+    memory, dram, mixed, or None without blocks (or on a kernel without the attribute)."""
+    values = {b.memmap_on_memory for b in blocks}
+    if not blocks or None in values:
+        return None
+    if len(values) > 1:
+        return "mixed"
+    return location(values.pop() is True)
+
+
+def device_json(dev: DaxDevice, blocks: list[MemoryBlock], block_size: int) -> dict[str, object]:
+    """One device with daxctl's key names (chardev, size, target_node, align, mode, ...),
+    then where its memmap lives according to its blocks, in memory blocks and bytes."""
     online = [b for b in blocks if b.state == "online"]
     movable: bool | None = None
     if online and all(b.valid_zones is not None for b in online):
         movable = all(b.valid_zones == "Movable" for b in online)
+    ram = dev.driver == "kmem"
+    on_memory = sum(1 for b in blocks if b.memmap_on_memory)
+    in_dram = sum(1 for b in blocks if b.memmap_on_memory is False)
+    per_block = memmap_bytes(block_size)
     return {
         "chardev": dev.name,
         "size": dev.size,
@@ -80,22 +98,27 @@ def device_json(dev: DaxDevice, blocks: list[MemoryBlock]) -> dict[str, object]:
         "state": "enabled" if dev.driver else "disabled",
         "driver": dev.driver,
         "region": dev.region,
-        "memmap_on_memory": dev.memmap_on_memory,
-        "online_memblocks": len(online) if dev.driver == "kmem" else None,
-        "total_memblocks": len(blocks) if dev.driver == "kmem" else None,
+        "online_memblocks": len(online) if ram else None,
+        "total_memblocks": len(blocks) if ram else None,
         "movable": movable,
-        "memmap_on_memory_memblocks": (
-            sum(1 for b in blocks if b.memmap_on_memory) if dev.driver == "kmem" else None
-        ),
+        "memmap": memmap_placement(blocks) if ram else None,
+        "memmap_on_memory_memblocks": on_memory if ram else None,
+        "memmap_in_dram_memblocks": in_dram if ram else None,
+        "memmap_in_dram_bytes": in_dram * per_block if ram else None,
+        "memmap_on_memory_attribute": attribute_json(dev.memmap_on_memory),
     }
 
 
 def show_json(snapshot: Snapshot, extra: dict[str, object]) -> dict[str, object]:
     settings = settings_json(snapshot.settings)
     settings.update(extra)
+    block_size = snapshot.settings.block_size
     return {
+        "version": JSON_VERSION,
         "settings": settings,
-        "devices": [device_json(d, snapshot.blocks.get(d.name, [])) for d in snapshot.devices],
+        "devices": [
+            device_json(d, snapshot.blocks.get(d.name, []), block_size) for d in snapshot.devices
+        ],
         "vanished": list(snapshot.vanished),
     }
 
@@ -110,41 +133,56 @@ def _word(value: object) -> str:
     return str(value)
 
 
+def compact_size(value: int) -> str:
+    """A size as one awk field (512MiB), where format_size's "512 MiB" would be two."""
+    return format_size(value).replace(" ", "")
+
+
+# Column headers of `show`: MEMMAP is where the blocks' memmap lives (memoryN/memmap_on_memory);
+# DAX_ATTR is the device's own memmap_on_memory attribute, which kmem consults only under
+# `global` and which says nothing about where an already onlined memmap went.
+SHOW_COLUMNS = [
+    "DEVICE",
+    "MODE",
+    "NODE",
+    "REGION",
+    "SIZE",
+    "BLOCKS",
+    "MOVABLE",
+    "MEMMAP",
+    "MEMMAP_IN_DRAM",
+    "DAX_ATTR",
+]
+
+
 def show_text(data: dict[str, Any]) -> str:
     s = data["settings"]
     kmem = s["kmem_memmap_on_memory"] or "absent (stock kernel)"
     lines = [
         f"memory_hotplug.memmap_on_memory  {_word(s['global_memmap_on_memory'])}",
         f"kmem memmap_on_memory            {kmem} (kmem {s['kmem_module']})",
-        f"memory block size                {format_size(s['memory_block_size'])} "
-        f"(memmap {format_size(memmap_bytes(s['memory_block_size']))} per block)",
+        f"memory block size                {format_size(s['memory_block_size_bytes'])} "
+        f"(memmap {format_size(s['memmap_bytes_per_block'])} per block)",
         f"auto_online_blocks               {_word(s['auto_online_blocks'])}",
     ]
     if not s["supported"]:
         lines.append(f"memmap on memory impossible:     {s['unsupported_reason']}")
-    rows = [("DEVICE", "MODE", "NODE", "REGION", "SIZE", "MEMMAP_ON_MEMORY", "BLOCKS", "MOVABLE")]
+    rows: list[list[str]] = [SHOW_COLUMNS]
     for d in data["devices"]:
-        blocks = (
-            f"{d['online_memblocks']}/{d['total_memblocks']}"
-            if d["total_memblocks"] is not None
-            else "-"
-        )
-        mode = d["mode"] if d["state"] == "enabled" else "disabled"
+        ram = d["total_memblocks"] is not None
         rows.append(
-            (
+            [
                 d["chardev"],
-                mode,
+                d["mode"] if d["state"] == "enabled" else "disabled",
                 str(d["target_node"]),
                 d["region"],
-                format_size(d["size"]),
-                _word(
-                    d["memmap_on_memory"]
-                    if d["memmap_on_memory"] is None
-                    else int(d["memmap_on_memory"])
-                ),
-                blocks,
+                compact_size(d["size"]),
+                f"{d['online_memblocks']}/{d['total_memblocks']}" if ram else "-",
                 _word(d["movable"]),
-            )
+                _word(d["memmap"]),
+                compact_size(d["memmap_in_dram_bytes"]) if ram else "-",
+                _word(d["memmap_on_memory_attribute"]),
+            ]
         )
     if len(rows) > 1:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -156,6 +194,10 @@ def show_text(data: dict[str, Any]) -> str:
 
 
 # --- check -------------------------------------------------------------------------------------
+
+
+def _size(value: int | None) -> str:
+    return "-" if value is None else compact_size(value)
 
 
 def check_text(result: dict[str, Any]) -> str:
@@ -189,9 +231,10 @@ def check_text(result: dict[str, Any]) -> str:
             lines.append(f"node {n['node']}: cross-check skipped ({n['reason']})")
             continue
         lines.append(
-            f"node {n['node']}: present-managed {_word(n['present_minus_managed'])} pages "
-            f"(expected {n['expected_present_minus_managed']}), MemTotal "
-            f"{_word(n['memtotal_kb'])} kB (expected {n['expected_memtotal_kb']}): {n['status']}"
+            f"node {n['node']}: present-managed {_size(n['present_minus_managed_bytes'])} "
+            f"(expected {_size(n['expected_present_minus_managed_bytes'])}), MemTotal "
+            f"{_size(n['memtotal_bytes'])} (expected {_size(n['expected_memtotal_bytes'])}): "
+            f"{n['status']}"
         )
         if n["status"] != "ok":
             lines.append(f"  {n['reason']}")
@@ -206,19 +249,23 @@ def plan_text(p: dict[str, Any]) -> str:
     w = p["with_memmap_on_memory"]
     wo = p["without_memmap_on_memory"]
     lines = [
-        f"capacity {format_size(p['capacity'])} = {p['memblocks']} memory blocks of "
-        f"{format_size(p['memory_block_size'])}"
-        + (f" ({format_size(p['unusable_tail'])} tail unusable)" if p["unusable_tail"] else ""),
-        f"memmap: {format_size(p['memmap_per_block'])} per block",
-        f"without memmap_on_memory: DRAM {format_size(wo['dram_memmap'])}, "
-        f"device 0 B, usable {format_size(wo['usable'])}",
+        f"capacity {format_size(p['capacity_bytes'])} = {p['memblocks']} memory blocks of "
+        f"{format_size(p['memory_block_size_bytes'])}"
+        + (
+            f" ({format_size(p['unusable_tail_bytes'])} tail unusable)"
+            if p["unusable_tail_bytes"]
+            else ""
+        ),
+        f"memmap: {format_size(p['memmap_bytes_per_block'])} per block",
+        f"without memmap_on_memory: DRAM {format_size(wo['dram_memmap_bytes'])}, "
+        f"device 0 B, usable {format_size(wo['usable_bytes'])}",
     ]
     if w["possible"]:
         lines.append(
-            f"with memmap_on_memory:    DRAM 0 B, device {format_size(w['device_memmap'])}, "
-            f"usable {format_size(w['usable'])}"
+            f"with memmap_on_memory:    DRAM 0 B, device {format_size(w['device_memmap_bytes'])}, "
+            f"usable {format_size(w['usable_bytes'])}"
         )
-        lines.append(f"DRAM saved: {format_size(p['dram_saved'])}")
+        lines.append(f"DRAM saved: {format_size(p['dram_saved_bytes'])}")
     else:
         lines.append(f"with memmap_on_memory:    not possible: {w['reason']}")
     return "\n".join(lines) + "\n"

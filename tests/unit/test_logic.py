@@ -96,23 +96,23 @@ def test_plan_1t() -> None:
     p = logic.plan(1 << 40, 128 * MIB)
     assert p["memblocks"] == 8192
     assert p["without_memmap_on_memory"] == {
-        "dram_memmap": 16 << 30,
-        "device_memmap": 0,
-        "usable": 1 << 40,
+        "dram_memmap_bytes": 16 << 30,
+        "device_memmap_bytes": 0,
+        "usable_bytes": 1 << 40,
     }
     with_setting = p["with_memmap_on_memory"]
     assert isinstance(with_setting, dict)
-    assert with_setting["device_memmap"] == 16 << 30
-    assert with_setting["dram_memmap"] == 0
-    assert p["dram_saved"] == 16 << 30
+    assert with_setting["device_memmap_bytes"] == 16 << 30
+    assert with_setting["dram_memmap_bytes"] == 0
+    assert p["dram_saved_bytes"] == 16 << 30
 
 
 def test_plan_tail_and_impossible() -> None:
     p = logic.plan(300 * MIB, 128 * MIB)
     assert p["memblocks"] == 2
-    assert p["unusable_tail"] == 44 * MIB
+    assert p["unusable_tail_bytes"] == 44 * MIB
     q = logic.plan(1 << 30, 64 * MIB)
-    assert q["dram_saved"] == 0
+    assert q["dram_saved_bytes"] == 0
     assert q["with_memmap_on_memory"]["possible"] is False  # type: ignore[index]
 
 
@@ -122,6 +122,6 @@ def test_plan_conserves_capacity(capacity: int, shift: int) -> None:
     p = logic.plan(capacity, block)
     w = p["with_memmap_on_memory"]
     assert isinstance(w, dict)
-    assert w["usable"] + w["device_memmap"] + p["unusable_tail"] == capacity
-    assert p["dram_saved"] == p["without_memmap_on_memory"]["dram_memmap"]  # type: ignore[index]
-    assert p["dram_saved"] * 64 == p["memblocks"] * block
+    assert w["usable_bytes"] + w["device_memmap_bytes"] + p["unusable_tail_bytes"] == capacity
+    assert p["dram_saved_bytes"] == p["without_memmap_on_memory"]["dram_memmap_bytes"]  # type: ignore[index]
+    assert p["dram_saved_bytes"] * 64 == p["memblocks"] * block

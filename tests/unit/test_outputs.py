@@ -18,7 +18,7 @@ def test_plan_golden(cli: Callable[..., Result]) -> None:
     r = cli(["plan", "--capacity", "1T", "--json", "--sysroot", str(tree_path("patched_on"))])
     assert r.code == 0
     assert_golden("patched_on.plan-1T.json", r.out)
-    assert json.loads(r.out)["dram_saved"] == 16 << 30
+    assert json.loads(r.out)["dram_saved_bytes"] == 16 << 30
 
 
 def test_plan_text(cli: Callable[..., Result]) -> None:

@@ -34,7 +34,7 @@ def test_kmem_on_every_block_holds_its_memmap(cli: Callable[..., Result]) -> Non
     blocks = blocks_of(report)
     assert len(blocks) == 7
     assert {b["memmap"] for b in blocks} == {"memory"}
-    assert {b["memmap_pages"] for b in blocks} == {512}
+    assert {b["memmap_bytes"] for b in blocks} == {2 << 20}
     assert_golden("recorded_kmem_on_check.json", r.out)
 
 

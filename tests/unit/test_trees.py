@@ -76,8 +76,10 @@ def test_patched_on_blocks_on_memory(cli: Callable[..., Result]) -> None:
     assert dev["chardev"] == "dax0.0" and dev["status"] == "ok"
     assert [b["memmap"] for b in dev["blocks"]] == ["memory"] * 4
     node1 = next(n for n in data["nodes"] if n["node"] == 1)
-    assert node1["present_minus_managed"] == 2048 == node1["expected_present_minus_managed"]
-    assert node1["memtotal_kb"] == 516096
+    assert node1["present_minus_managed_bytes"] == 8 << 20
+    assert node1["expected_present_minus_managed_bytes"] == 8 << 20
+    assert node1["memtotal_bytes"] == 516096 << 10
+    assert data["version"] == 1
 
 
 def test_stock_kernel_message(cli: Callable[..., Result]) -> None:
@@ -202,7 +204,26 @@ def test_missing_sysroot(cli: Callable[..., Result], tmp_path: Path) -> None:
 def test_show_text(cli: Callable[..., Result]) -> None:
     r = cli(["show", "--sysroot", str(tree_path("patched_on"))])
     assert r.code == 0
-    assert "dax0.0  system-ram  1     cxl     512 MiB  1                 4/4     yes" in r.out
+    table = [line.split() for line in r.out.splitlines() if line.startswith(("DEVICE", "dax"))]
+    header = "DEVICE MODE NODE REGION SIZE BLOCKS MOVABLE MEMMAP MEMMAP_IN_DRAM DAX_ATTR"
+    row = "dax0.0 system-ram 1 cxl 512MiB 4/4 yes memory 0B 1"
+    assert table == [header.split(), row.split()]
+
+
+def test_show_placement_comes_from_the_blocks(cli: Callable[..., Result]) -> None:
+    """MEMMAP is read from the blocks, never from the device attribute: mixed blocks stay
+    mixed, attribute 1 with blocks in DRAM is dram, attribute 0 with blocks on memory is memory.
+    """
+    data = json.loads(cli(["show", "--json", "--sysroot", str(tree_path("mixed_device"))]).out)
+    assert data["devices"][0]["memmap"] == "mixed"
+    data = json.loads(cli(["show", "--json", "--sysroot", str(tree_path("off_attr_one"))]).out)
+    dev = data["devices"][0]
+    assert (dev["memmap"], dev["memmap_on_memory_attribute"]) == ("dram", 1)
+    assert (dev["memmap_in_dram_memblocks"], dev["memmap_in_dram_bytes"]) == (4, 8 << 20)
+    data = json.loads(cli(["show", "--json", "--sysroot", str(tree_path("boot_node"))]).out)
+    dev = data["devices"][0]
+    assert (dev["memmap"], dev["memmap_on_memory_attribute"]) == ("memory", 0)
+    assert dev["memmap_on_memory_memblocks"] == 4
 
 
 def test_show_stock_notes_missing_setting(cli: Callable[..., Result]) -> None:
