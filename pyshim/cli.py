@@ -9,10 +9,12 @@ closed pipe is dropped quietly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import io
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from pyshim import logic, parse, render
@@ -27,7 +29,7 @@ from pyshim.errors import (
     PyshimError,
     UsageError,
 )
-from pyshim.kernel import KernelWriteError, Sysfs
+from pyshim.kernel import PATCHED_KERNEL, KernelWriteError, Sysfs, check_sysroot
 
 if TYPE_CHECKING:
     from pyshim.libdaxctl import Library
@@ -41,6 +43,14 @@ def _default_library() -> Library:
     return Library()
 
 
+class _ClosedStream(io.TextIOBase):
+    """Stands in for a standard stream whose descriptor is closed (`>&-`, where Python sets
+    sys.stdout to None): writes fail with EBADF, reported like any unwritable output."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
 class Environment:
     """What main() takes from the process; tests inject their own."""
 
@@ -51,8 +61,9 @@ class Environment:
         euid: Callable[[], int] = os.geteuid,
         library: Callable[[], Library] = _default_library,
     ) -> None:
-        self.stdout = stdout if stdout is not None else sys.stdout
-        self.stderr = stderr if stderr is not None else sys.stderr
+        self.stdout: IO[str] | io.TextIOBase = stdout or sys.stdout or _ClosedStream()
+        # With stderr closed there is nowhere to say anything: messages are dropped.
+        self.stderr: IO[str] = stderr or sys.stderr or io.StringIO()
         self.euid = euid
         self.library = library
 
@@ -188,11 +199,12 @@ class Context:
     def __init__(self, args: argparse.Namespace, env: Environment) -> None:
         self.args = args
         self.env = env
-        self.sysfs = Sysfs(getattr(args, "sysroot", "/"))
+        self.sysfs = Sysfs(check_sysroot(args.sysroot) if "sysroot" in args else "/")
         self.spec: DriverSpec = DRIVERS["dax_kmem"]
 
     def out(self, text: str) -> None:
-        self.env.stdout.write(text)
+        with _output_errors(self.env):
+            self.env.stdout.write(text)
 
     def note(self, text: str) -> None:
         self.env.stderr.write(f"pyshim: {text}\n")
@@ -304,7 +316,7 @@ def _require_block_attr(ctx: Context, snap: logic.Snapshot) -> None:
         if any(b.memmap_on_memory is None for b in blocks):
             raise MissingPrerequisite(
                 "this kernel lacks /sys/devices/system/memory/memoryN/memmap_on_memory (the "
-                "per-driver setting): build and boot the patched kernel (make kernel)"
+                f"per-driver setting): {PATCHED_KERNEL}"
             )
 
 
@@ -314,7 +326,7 @@ def cmd_show(ctx: Context) -> int:
     if snap.settings.kmem is None and sysfs.exists(ctx.spec.driver_path):
         ctx.note(
             f"this kernel lacks {sysfs.path(ctx.spec.attribute_path)} (the per-driver "
-            "setting): build and boot the patched kernel (make kernel)"
+            f"setting): {PATCHED_KERNEL}"
         )
     data = render.show_json(
         snap,
@@ -339,7 +351,7 @@ def _checked_snapshot(ctx: Context, device: str | None = None) -> tuple[logic.Sn
 
 
 def cmd_check(ctx: Context) -> int:
-    device = validate_device(ctx.args.device) if ctx.args.device else None
+    device = validate_device(ctx.args.device) if ctx.args.device is not None else None
     _, result = _checked_snapshot(ctx, device)
     ctx.out(render.to_json(result) if ctx.args.json else render.check_text(result))
     status = logic.Status(result["status"])
@@ -388,6 +400,10 @@ def cmd_report(ctx: Context) -> int:
     parent = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(parent):
         raise UsageError(f"directory {parent} does not exist")
+    if os.path.isdir(target):
+        raise UsageError(
+            f"{target} is a directory: give the HTML file to write, e.g. {target}/r.html"
+        )
     snap, result = _checked_snapshot(ctx)
     from pyshim.kernel import write_atomic
 
@@ -409,8 +425,7 @@ def _daxctl_prerequisites(ctx: Context, action: str) -> None:
     ctx.require_root(action)
     if not sysfs.exists("sys/bus/dax"):
         raise MissingPrerequisite(
-            "no /sys/bus/dax: this kernel lacks dax (CONFIG_DEV_DAX); build and boot the "
-            "patched kernel (make kernel)"
+            "no /sys/bus/dax: this kernel lacks dax (boot one built with CONFIG_DEV_DAX)"
         )
     release = sysfs.osrelease() or "$(uname -r)"
     builtin = f"lib/modules/{release}/modules.builtin"
@@ -482,7 +497,7 @@ def _report_device(ctx: Context, name: str, result: dict[str, object]) -> None:
         block_size = sysfs.block_size()
         blocks = [
             b
-            for i in (dev.block_indices(block_size) if dev.driver == "kmem" else [])
+            for i in (sysfs.device_blocks(dev, block_size) if dev.driver == "kmem" else [])
             if (b := sysfs.memory_block(i, zones=True)) is not None
         ]
     except Exception:
@@ -519,7 +534,8 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         ctx = Context(args, env)
         code = COMMANDS[args.command](ctx)
-        env.stdout.flush()
+        with _output_errors(env):
+            env.stdout.flush()
         return code
     except PyshimError as exc:
         env.stderr.write(f"pyshim: error: {exc.message}\n")
@@ -540,6 +556,20 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
         return EXIT_FAILED
 
 
+@contextlib.contextmanager
+def _output_errors(env: Environment) -> Iterator[None]:
+    """A closed pipe stays a BrokenPipeError (quiet exit 1); any other failure to write the
+    output (closed descriptor, full disk or /dev/full) becomes a one-line failure, exit 1."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if env.stdout is sys.stdout:
+            _silence_stdout()
+        raise OperationFailed(f"cannot write the output: {exc.strerror}") from None
+
+
 def _silence_stdout() -> None:
     """After EPIPE, point stdout at /dev/null so that the interpreter's flush stays quiet."""
     try:
@@ -552,9 +582,10 @@ def _silence_stdout() -> None:
 
 def console_main() -> None:
     code = main()
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _silence_stdout()
-        code = code or EXIT_FAILED
+    if sys.stdout is not None:  # None when started with stdout closed
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            code = code or EXIT_FAILED
     sys.exit(code)

@@ -286,6 +286,20 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
         if node_entry["status"] == Status.INCONSISTENT.value:
             worst = _worse(worst, Status.INCONSISTENT)
 
+    # Without node directories listing a device's blocks there is no accounting to compare:
+    # say so instead of a silent ok.
+    listed = set().union(*snapshot.node_blocks.values())
+    for dev in snapshot.devices:
+        blocks = snapshot.blocks.get(dev.name, [])
+        wanted = only is None or dev.name == only
+        if wanted and blocks and not any(blk.number in listed for blk in blocks):
+            unlisted = _node_entry(dev.target_node, None)
+            unlisted.update(
+                status="skipped",
+                reason=f"no node directory lists the memory blocks of {dev.name}",
+            )
+            nodes_out.append(unlisted)
+
     return {
         "version": JSON_VERSION,
         "settings": settings_json(settings),
@@ -301,6 +315,23 @@ def _worse(a: Status, b: Status) -> Status:
     return a if order.index(a) >= order.index(b) else b
 
 
+def _node_entry(node: int, total_memblocks: int | None) -> dict[str, object]:
+    return {
+        "node": node,
+        "total_memblocks": total_memblocks,
+        "online_memblocks": None,
+        "memmap_on_memory_memblocks": None,
+        "present_bytes": None,
+        "managed_bytes": None,
+        "present_minus_managed_bytes": None,
+        "expected_present_minus_managed_bytes": None,
+        "memtotal_bytes": None,
+        "expected_memtotal_bytes": None,
+        "status": None,
+        "reason": None,
+    }
+
+
 def _check_node(
     node: int,
     members: set[int],
@@ -312,20 +343,11 @@ def _check_node(
     hotplugged = all(i in owned for i in members)
     online = [owned[i] for i in members if i in owned and owned[i][2] == "online"]
     on_memory = sum(1 for _, mom, _ in online if mom)
-    entry: dict[str, object] = {
-        "node": node,
-        "total_memblocks": len(members),
-        "online_memblocks": len(online) if hotplugged else None,
-        "memmap_on_memory_memblocks": on_memory if hotplugged else None,
-        "present_bytes": None,
-        "managed_bytes": None,
-        "present_minus_managed_bytes": None,
-        "expected_present_minus_managed_bytes": None,
-        "memtotal_bytes": None,
-        "expected_memtotal_bytes": None,
-        "status": None,
-        "reason": None,
-    }
+    entry = _node_entry(node, len(members))
+    entry.update(
+        online_memblocks=len(online) if hotplugged else None,
+        memmap_on_memory_memblocks=on_memory if hotplugged else None,
+    )
     acct = snapshot.accounting.get(node)
     if not hotplugged:
         entry.update(status="skipped", reason="node has boot memory or memory not from dax kmem")

@@ -49,7 +49,7 @@ def device_block_states(sysfs: Sysfs, device: str) -> dict[int, str]:
     except Exception:
         return {}
     states: dict[int, str] = {}
-    for index in dev.block_indices(block_size):
+    for index in sysfs.device_blocks(dev, block_size):
         blk = sysfs.memory_block(index)
         if blk is not None:
             states[index] = blk.state

@@ -109,7 +109,8 @@ def parse_bit(text: str) -> bool:
     raise ValueError(f"expected 0 or 1, got {text!r}")
 
 
-_SIZE_RE = re.compile(r"([0-9]+)\s*([kKmMgGtTpP]?)(?:i?[bB])?")
+# 19 digits reach 2^63; more would only be a typo (and Python refuses ints past 4300 digits).
+_SIZE_RE = re.compile(r"([0-9]{1,19})\s*([kKmMgGtTpP]?)(?:i?[bB])?")
 _SIZE_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
 
 

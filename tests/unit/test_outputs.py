@@ -39,8 +39,9 @@ def test_plan_bad_capacity(bad: str, cli: Callable[..., Result]) -> None:
     assert r.code == 2
 
 
-def test_plan_block_size_override(cli: Callable[..., Result], tmp_path: Path) -> None:
-    r = cli(["plan", "--capacity", "1G", "--block-size", "64M", "--sysroot", str(tmp_path)])
+def test_plan_block_size_override(cli: Callable[..., Result]) -> None:
+    root = str(tree_path("patched_on"))
+    r = cli(["plan", "--capacity", "1G", "--block-size", "64M", "--sysroot", root])
     assert r.code == 0 and "not possible" in r.out
 
 
@@ -137,6 +138,31 @@ def test_quiet_on_closed_pipe() -> None:
         proc.wait(timeout=60)
         assert err == b""
         assert proc.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("stdout", "strerror"),
+    [("closed", "Bad file descriptor"), ("/dev/full", "No space left on device")],
+)
+def test_unwritable_stdout_is_one_line(stdout: str, strerror: str) -> None:
+    """`show >&-` and `show >/dev/full`: exit 1 and one line naming the cause, no traceback."""
+    if stdout == "/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
+    argv = [sys.executable, "-m", "pyshim", "show", "--sysroot", str(tree_path("mixed"))]
+    with open(os.devnull if stdout == "closed" else stdout, "w") as target:
+        proc = subprocess.run(
+            argv,
+            stdout=target,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=60,
+            check=False,
+            # closing fd 1 in the child is what `>&-` does
+            preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == f"pyshim: error: cannot write the output: {strerror}\n"
 
 
 def test_broken_pipe_in_process(cli: Callable[..., Result]) -> None:

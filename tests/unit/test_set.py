@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from unit_helpers import Result, run_cli, tree_path
 
 from pyshim import kernel
+from pyshim.errors import OperationFailed
 from pyshim.parse import SETTING_WORDS
 
 ATTR = "sys/bus/dax/drivers/kmem/memmap_on_memory"
@@ -242,10 +243,10 @@ def test_write_refuses_escape(tmp_path: Path) -> None:
     (root / "sys").mkdir(parents=True)
     (root / "sys/evil").symlink_to(outside)
     sysfs = kernel.Sysfs(root)
-    with pytest.raises(ValueError):
+    with pytest.raises(OperationFailed, match="refusing to write outside"):
         sysfs.write_attr("sys/evil/x", "1")
-    with pytest.raises(ValueError):
+    with pytest.raises(OperationFailed, match="refusing to write outside"):
         sysfs.write_attr("../x", "1")
-    with pytest.raises(ValueError):
+    with pytest.raises(OperationFailed, match="refusing to write outside"):
         sysfs.write_file_atomic("/etc/x", "1")
     assert list(outside.iterdir()) == []
