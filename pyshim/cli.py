@@ -29,12 +29,17 @@ from pyshim.errors import (
     PyshimError,
     UsageError,
 )
-from pyshim.kernel import PATCHED_KERNEL, KernelWriteError, Sysfs, check_sysroot
+from pyshim.kernel import PATCHED_KERNEL, DeviceVanished, KernelWriteError, Sysfs, check_sysroot
 
 if TYPE_CHECKING:
     from pyshim.libdaxctl import Library
 
-PROG = "python -m pyshim"
+
+def program_name(argv0: str) -> str:
+    """How the user started pyshim, for usage lines and for the commands messages suggest."""
+    if os.path.basename(argv0) == "__main__.py":
+        return f"{os.path.basename(sys.executable) or 'python3'} -m pyshim"
+    return os.path.basename(argv0) or "pyshim"
 
 
 def _default_library() -> Library:
@@ -60,12 +65,14 @@ class Environment:
         stderr: IO[str] | None = None,
         euid: Callable[[], int] = os.geteuid,
         library: Callable[[], Library] = _default_library,
+        prog: str | None = None,
     ) -> None:
         self.stdout: IO[str] | io.TextIOBase = stdout or sys.stdout or _ClosedStream()
         # With stderr closed there is nowhere to say anything: messages are dropped.
         self.stderr: IO[str] = stderr or sys.stderr or io.StringIO()
         self.euid = euid
         self.library = library
+        self.prog = prog or program_name(sys.argv[0])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,7 +82,27 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_devices(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "devices", nargs="+", metavar="DEVICE", help="dax devices (daxX.Y), or all, as daxctl takes"
+    )
+
+
+def _add_movable(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--movable",
+        dest="movable",
+        action="store_true",
+        default=True,
+        help="online into ZONE_MOVABLE (default, as daxctl)",
+    )
+    group.add_argument(
+        "--no-movable", dest="movable", action="store_false", help="online into ZONE_NORMAL"
+    )
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument(
         "--sysroot",
@@ -84,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="read and write the kernel's files under DIR instead of / (like lsmem --sysroot)",
     )
     parser = _Parser(
-        prog=PROG,
+        prog=prog,
         parents=[common],
         description=(
             "Set the per-driver memmap_on_memory of dax kmem, bring dax memory online through "
@@ -144,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         "earlier setting (exit 4, or 0 with --allow-stale), inconsistent: a device's blocks "
         "disagree or the accounting contradicts them (exit 1).",
     )
-    p.add_argument("--device", help="only this device (daxX.Y)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("device", nargs="?", help="only this device (daxX.Y)")
+    p.add_argument("--json", action="store_true", help="JSON in bytes, with a status key")
     p.add_argument(
         "--allow-stale",
         action="store_true",
@@ -155,25 +182,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "online",
         parents=[common],
-        help="reconfigure a dax device to system-ram and online its memory (libdaxctl)",
+        help="online the memory of dax devices (system-ram mode first if needed)",
+        description="Online every memory block of each device through libdaxctl, as daxctl "
+        "online-memory does; a device in devdax mode is first reconfigured to system-ram (the "
+        "hot-add, where kmem decides the memmap placement). On failure the device returns to "
+        f"its earlier state. Example: {prog} online dax0.0",
     )
-    p.add_argument("--device", required=True, help="daxX.Y")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument(
-        "--movable",
-        dest="movable",
-        action="store_true",
-        default=True,
-        help="online into ZONE_MOVABLE (default, as daxctl)",
-    )
-    group.add_argument("--no-movable", dest="movable", action="store_false")
+    _add_devices(p)
+    _add_movable(p)
 
     p = sub.add_parser(
         "offline",
         parents=[common],
-        help="offline a device's memory and reconfigure it to devdax (libdaxctl)",
+        help="offline the memory of dax devices (they stay in system-ram mode)",
+        description="Offline every memory block of each device, as daxctl offline-memory "
+        "does; the memory stays added (kmem keeps the device). On failure the blocks offlined "
+        f"on the way are onlined again. To remove the memory, use reconfigure --mode devdax. "
+        f"Example: {prog} offline all",
     )
-    p.add_argument("--device", required=True, help="daxX.Y")
+    _add_devices(p)
+
+    p = sub.add_parser(
+        "reconfigure",
+        parents=[common],
+        help="switch dax devices between system-ram and devdax mode",
+        description="As daxctl reconfigure-device: --mode system-ram hot-adds and onlines the "
+        "memory (the same as online), --mode devdax offlines it, removes it and gives the "
+        "device back to device_dax. A re-add after a kmem setting change is how memory "
+        "already onlined gets its memmap placed anew. On failure the device returns to its "
+        f"earlier state. Example: {prog} reconfigure --mode devdax dax0.0",
+    )
+    p.add_argument("--mode", required=True, choices=["system-ram", "devdax"])
+    _add_devices(p)
+    _add_movable(p)
 
     p = sub.add_parser("report", parents=[common], help="self-contained HTML report")
     p.add_argument("--html", required=True, metavar="FILE")
@@ -239,7 +280,7 @@ def cmd_set(ctx: Context) -> int:
     for name in sorted(bound):
         ctx.note(
             f"{name} is already bound to {spec.driver}: the setting applies to it after "
-            f"{logic.reonline_command(name)}"
+            f"{logic.reonline_command(ctx.env.prog, name)}"
         )
     if args.persist:
         _persist(ctx, spec, value)
@@ -274,7 +315,9 @@ def _set_error(
         which = ", ".join(bound) or "a device"
         return OperationFailed(
             f"{path}: busy: {which} bound to {spec.driver}; release with "
-            + " && ".join(f"python -m pyshim offline --device {n}" for n in bound or ["daxX.Y"])
+            + " && ".join(
+                f"{ctx.env.prog} reconfigure --mode devdax {n}" for n in bound or ["daxX.Y"]
+            )
         )
     return OperationFailed(f"cannot write {path}: {os.strerror(exc.errno)}")
 
@@ -292,7 +335,7 @@ def _persist(ctx: Context, spec: DriverSpec, value: parse.KmemSetting) -> None:
         return
     rel = f"etc/modprobe.d/{spec.name.replace('_', '-')}-memmap.conf"
     content = (
-        f"# written by {PROG} set --driver {spec.name} {value.value} --persist\n"
+        f"# written by {ctx.env.prog} set --driver {spec.name} {value.value} --persist\n"
         f"options {spec.module} {spec.parameter}={value.value}\n"
     )
     try:
@@ -346,14 +389,14 @@ def _checked_snapshot(ctx: Context, device: str | None = None) -> tuple[logic.Sn
     if device is not None and device not in {d.name for d in snap.devices}:
         if device in snap.vanished:
             raise OperationFailed(f"{device} vanished during the scan: retry")
-        raise OperationFailed(f"no dax device {device}: see {PROG} show")
-    return snap, logic.check(snap, only=device)
+        raise OperationFailed(f"no dax device {device}: see {ctx.env.prog} show")
+    return snap, logic.check(snap, ctx.env.prog, only=device)
 
 
 def cmd_check(ctx: Context) -> int:
     device = validate_device(ctx.args.device) if ctx.args.device is not None else None
     _, result = _checked_snapshot(ctx, device)
-    ctx.out(render.to_json(result) if ctx.args.json else render.check_text(result))
+    ctx.out(render.to_json(result) if ctx.args.json else render.check_text(result, ctx.env.prog))
     status = logic.Status(result["status"])
     if status is logic.Status.INCONSISTENT:
         return EXIT_FAILED
@@ -436,31 +479,57 @@ def _daxctl_prerequisites(ctx: Context, action: str) -> None:
         )
 
 
-def _find_device(ctx: Context, daxctx: Any, name: str) -> Any:
-    dev = daxctx.find(name)
-    if dev is None:
-        raise OperationFailed(f"no dax device {name}: see {PROG} show")
-    return dev
+def _device_names(ctx: Context, only_kmem: bool = False) -> list[str]:
+    """The DEVICE arguments, with `all` meaning every dax device (those bound to kmem when
+    only_kmem: offlining memory means nothing for a devdax device)."""
+    names: list[str] = ctx.args.devices
+    if names == ["all"]:
+        everything = ctx.sysfs.dax_device_names()
+        if only_kmem:
+            kmem = f"{ctx.spec.driver_path}/"
+            everything = [n for n in everything if ctx.sysfs.exists(kmem + n)]
+        return everything
+    if "all" in names:
+        raise UsageError("all stands alone: give either all or device names")
+    return [validate_device(name) for name in names]
 
 
-def _reconfigure(
-    ctx: Context, verb: str, action: Callable[[Sysfs, Any, str], dict[str, object]]
-) -> dict[str, object]:
-    """Validate the device, then run action(sysfs, libdaxctl device, name) inside a libdaxctl
-    context; libdaxctl's errors become one-line operation failures."""
+Action = Callable[[Sysfs, Any, str], dict[str, object]]
+
+
+def _for_each_device(ctx: Context, verb: str, action: Action, only_kmem: bool = False) -> int:
+    """Run action(sysfs, libdaxctl device, name) for each device inside one libdaxctl
+    context, then print the devices as daxctl does (a JSON array) and a count on stderr.
+    The first failure stops the run; devices done before it stay done, and the message
+    says which."""
     from pyshim.libdaxctl import DaxctlError
 
-    name = validate_device(ctx.args.device)
+    names = _device_names(ctx, only_kmem)
     _daxctl_prerequisites(ctx, verb)
     library = ctx.env.library()
+    done: list[str] = []
+    results: list[dict[str, object]] = []
     try:
         with library.context() as daxctx:
-            return action(ctx.sysfs, _find_device(ctx, daxctx, name), name)
-    except DaxctlError as exc:
-        raise OperationFailed(str(exc)) from None
+            for name in names:
+                dev = daxctx.find(name)
+                if dev is None:
+                    raise OperationFailed(f"no dax device {name}: see {ctx.env.prog} show")
+                results.append(action(ctx.sysfs, dev, name))
+                done.append(name)
+    except (DaxctlError, PyshimError) as exc:
+        failure = exc if isinstance(exc, PyshimError) else OperationFailed(str(exc))
+        if done:
+            failure.message += f" ({verb} done for {', '.join(done)} before)"
+        raise failure from None
+    ctx.out(
+        render.to_json([_device_state(ctx, name, r) for name, r in zip(done, results, strict=True)])
+    )
+    ctx.note(f"{verb}: {len(done)} device{'s' if len(done) != 1 else ''}")
+    return EXIT_OK
 
 
-def cmd_online(ctx: Context) -> int:
+def _online(ctx: Context) -> Action:
     from pyshim import ops
 
     def online(sysfs: Sysfs, dev: Any, name: str) -> dict[str, object]:
@@ -472,9 +541,11 @@ def cmd_online(ctx: Context) -> int:
             lambda: ops.device_block_states(sysfs, name),
         )
 
-    result = _reconfigure(ctx, "online", online)
-    _report_device(ctx, ctx.args.device, result)
-    return EXIT_OK
+    return online
+
+
+def cmd_online(ctx: Context) -> int:
+    return _for_each_device(ctx, "online", _online(ctx))
 
 
 def cmd_offline(ctx: Context) -> int:
@@ -483,14 +554,28 @@ def cmd_offline(ctx: Context) -> int:
     def offline(sysfs: Sysfs, dev: Any, name: str) -> dict[str, object]:
         return ops.offline(sysfs, dev, lambda: ops.device_block_states(sysfs, name))
 
-    result = _reconfigure(ctx, "offline", offline)
-    if result.get("already"):
-        ctx.note(f"{ctx.args.device} was already in devdax mode")
-    _report_device(ctx, ctx.args.device, result)
-    return EXIT_OK
+    return _for_each_device(ctx, "offline", offline, only_kmem=True)
 
 
-def _report_device(ctx: Context, name: str, result: dict[str, object]) -> None:
+def cmd_reconfigure(ctx: Context) -> int:
+    from pyshim import ops
+
+    if ctx.args.mode == "system-ram":
+        return _for_each_device(ctx, "reconfigure to system-ram", _online(ctx))
+
+    def to_devdax(sysfs: Sysfs, dev: Any, name: str) -> dict[str, object]:
+        reonline = f"{ctx.env.prog} online {name}"
+        result = ops.to_devdax(sysfs, dev, lambda: ops.device_block_states(sysfs, name), reonline)
+        if result.get("already"):
+            ctx.note(f"{name} was already in devdax mode")
+        return result
+
+    return _for_each_device(ctx, "reconfigure to devdax", to_devdax)
+
+
+def _device_state(ctx: Context, name: str, result: dict[str, object]) -> dict[str, object]:
+    """The device as `show --json` describes it after the change (the operation's own
+    result when sysfs cannot be read back), with a one-line summary on stderr."""
     sysfs = ctx.sysfs
     try:
         dev = sysfs.dax_device(name)
@@ -500,17 +585,15 @@ def _report_device(ctx: Context, name: str, result: dict[str, object]) -> None:
             for i in (sysfs.device_blocks(dev, block_size) if dev.driver == "kmem" else [])
             if (b := sysfs.memory_block(i, zones=True)) is not None
         ]
-    except Exception:
-        ctx.out(render.to_json(result))
-        return
+    except (PyshimError, DeviceVanished):
+        return result
     data = render.device_json(dev, blocks, block_size)
     if dev.driver == "kmem":
-        on_memory = sum(1 for b in blocks if b.memmap_on_memory)
         ctx.note(
             f"{name}: {data['online_memblocks']} of {data['total_memblocks']} memory blocks "
-            f"online, memmap on memory for {on_memory}"
+            f"online, memmap on memory for {data['memmap_on_memory_memblocks']}"
         )
-    ctx.out(render.to_json(data))
+    return data
 
 
 COMMANDS: dict[str, Callable[[Context], int]] = {
@@ -519,6 +602,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "check": cmd_check,
     "online": cmd_online,
     "offline": cmd_offline,
+    "reconfigure": cmd_reconfigure,
     "report": cmd_report,
     "metrics": cmd_metrics,
     "plan": cmd_plan,
@@ -529,7 +613,7 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     env = env or Environment()
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser(env.prog).parse_args(argv)
         except SystemExit as exc:  # --help
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         ctx = Context(args, env)

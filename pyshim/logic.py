@@ -182,17 +182,16 @@ class Status(enum.Enum):
     INCONSISTENT = "inconsistent"
 
 
-def reonline_command(device: str) -> str:
-    return (
-        f"python -m pyshim offline --device {device} && python -m pyshim online --device {device}"
-    )
+def reonline_command(prog: str, device: str) -> str:
+    """Remove the device's memory and add it again: placement is decided at the hot-add."""
+    return f"{prog} reconfigure --mode devdax {device} && {prog} online {device}"
 
 
 def location(on_memory: bool) -> str:
     return "memory" if on_memory else "dram"
 
 
-def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
+def check(snapshot: Snapshot, prog: str, only: str | None = None) -> dict[str, object]:
     """Per block: where its memmap lives, what the settings would choose; per node: accounting.
 
     A block whose memmap is not where the current settings would put it was onlined under an
@@ -262,7 +261,7 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
             )
         elif stale:
             status = Status.STALE
-            fix = reonline_command(dev.name)
+            fix = reonline_command(prog, dev.name)
         entry.update(
             expected_memmap_on_memory=decision.memmap_on_memory,
             reason=decision.reason,

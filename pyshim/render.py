@@ -200,13 +200,13 @@ def _size(value: int | None) -> str:
     return "-" if value is None else compact_size(value)
 
 
-def check_text(result: dict[str, Any]) -> str:
+def check_text(result: dict[str, Any], prog: str) -> str:
     lines: list[str] = []
     for d in result["devices"]:
         if d["mode"] != "system-ram":
             lines.append(
                 f"{d['chardev']}  {d['status']}  node {d['target_node']}: no memory blocks "
-                f"(online it with: python -m pyshim online --device {d['chardev']})"
+                f"(online it with: {prog} online {d['chardev']})"
             )
             continue
         blocks = d["blocks"]

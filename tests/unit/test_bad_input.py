@@ -213,7 +213,7 @@ CASES = [
         ),
     ),
     # arguments
-    Case("device-empty", ["check", "--device", ""], 2, "invalid device name ''"),
+    Case("device-empty", ["check", ""], 2, "invalid device name ''"),
     Case("capacity-5000-digits", ["plan", "--capacity", "9" * 5000], 2, "not a size"),
     Case("report-into-a-directory", ["report", "--html", "{parent}"], 2, "is a directory"),
 ]

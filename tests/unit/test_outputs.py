@@ -95,7 +95,7 @@ def test_help_exits_zero(cli: Callable[..., Result], capsys: pytest.CaptureFixtu
 
 
 def test_online_refuses_sysroot(cli: Callable[..., Result]) -> None:
-    r = cli(["online", "--device", "dax0.0", "--sysroot", str(tree_path("patched_on"))])
+    r = cli(["online", "dax0.0", "--sysroot", str(tree_path("patched_on"))])
     assert r.code == 2 and "drop --sysroot" in r.err
 
 

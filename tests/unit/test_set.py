@@ -141,7 +141,11 @@ def _fail_write(err: int) -> Callable[..., None]:
         (errno.EOPNOTSUPP, 3, "cannot place the memmap on hot-plugged memory"),
         (errno.EINVAL, 1, "EINVAL"),
         (errno.EACCES, 3, "run as root"),
-        (errno.EBUSY, 1, "dax0.0 bound to kmem; release with python -m pyshim offline"),
+        (
+            errno.EBUSY,
+            1,
+            "dax0.0 bound to kmem; release with pyshim reconfigure --mode devdax dax0.0",
+        ),
         (errno.EIO, 1, "Input/output error"),
     ],
 )

@@ -100,8 +100,7 @@ def test_stale_reports_command(cli: Callable[..., Result]) -> None:
     assert r.code == 4
     assert r.out.splitlines()[-1] == "check: stale"
     assert (
-        "python -m pyshim offline --device dax0.0 && python -m pyshim online --device dax0.0"
-        in r.out
+        "re-online with: pyshim reconfigure --mode devdax dax0.0 && pyshim online dax0.0" in r.out
     )
 
 
@@ -128,7 +127,7 @@ def test_device_attribute_ignored_under_kmem_off(cli: Callable[..., Result]) -> 
 
 
 def test_devdax_device(cli: Callable[..., Result]) -> None:
-    r = cli(["check", "--json", "--device", "dax0.0", "--sysroot", str(tree_path("devdax"))])
+    r = cli(["check", "--json", "dax0.0", "--sysroot", str(tree_path("devdax"))])
     assert r.code == 0
     dev = json.loads(r.out)["devices"][0]
     assert dev["mode"] == "devdax" and dev["blocks"] == []
@@ -144,7 +143,7 @@ def test_vanished_device_listed(cli: Callable[..., Result]) -> None:
     assert r.code == 0
     assert json.loads(r.out)["vanished"] == ["dax1.0"]
     assert "dax1.0 vanished during the scan" in r.err
-    r = cli(["check", "--device", "dax1.0", "--sysroot", str(tree_path("vanishing"))])
+    r = cli(["check", "dax1.0", "--sysroot", str(tree_path("vanishing"))])
     assert r.code == 1 and "vanished" in r.err
 
 
@@ -210,13 +209,13 @@ def test_device_vanishing_mid_scan(
 
 
 def test_unknown_device(cli: Callable[..., Result]) -> None:
-    r = cli(["check", "--device", "dax7.0", "--sysroot", str(tree_path("patched_on"))])
+    r = cli(["check", "dax7.0", "--sysroot", str(tree_path("patched_on"))])
     assert r.code == 1 and "no dax device dax7.0" in r.err
 
 
 @pytest.mark.parametrize("bad", ["../dax0.0", "dax0", "dax0.0/../../x", "DAX0.0", "dax0.0 "])
 def test_device_name_validated(bad: str, cli: Callable[..., Result]) -> None:
-    r = cli(["check", "--device", bad, "--sysroot", str(tree_path("patched_on"))])
+    r = cli(["check", "--sysroot", str(tree_path("patched_on")), "--", bad])
     assert r.code == 2 and "invalid device name" in r.err
 
 
