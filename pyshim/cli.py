@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from pyshim import logic, parse, render
+from pyshim import __version__, logic, parse, render
 from pyshim.drivers import DRIVERS, DriverSpec, lookup_driver, validate_device
 from pyshim.errors import (
     EXIT_FAILED,
@@ -42,10 +42,10 @@ def program_name(argv0: str) -> str:
     return os.path.basename(argv0) or "pyshim"
 
 
-def _default_library() -> Library:
+def _default_library(verbose: bool) -> Library:
     from pyshim.libdaxctl import Library  # lazy: cffi and libdaxctl only for online/offline
 
-    return Library()
+    return Library(verbose=verbose)
 
 
 class _ClosedStream(io.TextIOBase):
@@ -64,7 +64,7 @@ class Environment:
         stdout: IO[str] | None = None,
         stderr: IO[str] | None = None,
         euid: Callable[[], int] = os.geteuid,
-        library: Callable[[], Library] = _default_library,
+        library: Callable[[bool], Library] = _default_library,
         prog: str | None = None,
     ) -> None:
         self.stdout: IO[str] | io.TextIOBase = stdout or sys.stdout or _ClosedStream()
@@ -105,6 +105,13 @@ def _add_movable(p: argparse.ArgumentParser) -> None:
 def build_parser(prog: str) -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="also show libdaxctl's own messages (online, offline, reconfigure)",
+    )
+    common.add_argument(
         "--sysroot",
         default=argparse.SUPPRESS,
         metavar="DIR",
@@ -120,6 +127,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         epilog="exit status: 0 ok, 1 check or operation failed (check: inconsistent), 2 usage, "
         "3 missing prerequisite, 4 check found stale blocks (see --allow-stale)",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -506,7 +514,7 @@ def _for_each_device(ctx: Context, verb: str, action: Action, only_kmem: bool = 
 
     names = _device_names(ctx, only_kmem)
     _daxctl_prerequisites(ctx, verb)
-    library = ctx.env.library()
+    library = ctx.env.library(getattr(ctx.args, "verbose", False))
     done: list[str] = []
     results: list[dict[str, object]] = []
     try:

@@ -51,7 +51,7 @@ def run(monkeypatch: pytest.MonkeyPatch) -> Runner:
             stdout=out,
             stderr=err,
             euid=lambda: 0,
-            library=lambda: FakeLibrary(devices),  # type: ignore[arg-type, return-value]
+            library=lambda verbose: FakeLibrary(devices),  # type: ignore[arg-type, return-value]
             prog="pyshim",
         )
         code = cli.main([*argv, "--sysroot", str(tree_path("mixed"))], env)
@@ -91,6 +91,25 @@ def test_reconfigure_devdax_stops_at_the_first_failure(run: Runner) -> None:
     assert r.err.count("\n") == 1
     assert r.err.rstrip().endswith("(reconfigure to devdax done for dax0.0 before)")
     assert r.out == ""
+
+
+@pytest.mark.parametrize(("flag", "verbose"), [([], False), (["--verbose"], True)])
+def test_verbose_reaches_libdaxctl(
+    flag: list[str], verbose: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "_daxctl_prerequisites", lambda ctx, action: None)
+    asked: list[bool] = []
+
+    def library(want_verbose: bool) -> FakeLibrary:
+        asked.append(want_verbose)
+        return FakeLibrary({"dax0.0": fake_device("dax0.0", "system-ram", online=True)})
+
+    env = cli.Environment(
+        stdout=io.StringIO(), stderr=io.StringIO(), euid=lambda: 0, library=library, prog="p"
+    )  # type: ignore[arg-type]
+    argv = ["offline", "dax0.0", *flag, "--sysroot", str(tree_path("mixed"))]
+    assert cli.main(argv, env) == 0
+    assert asked == [verbose]
 
 
 def test_all_stands_alone(run: Runner) -> None:

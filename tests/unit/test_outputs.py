@@ -190,3 +190,10 @@ def test_module_entry_point() -> None:
     )
     assert proc.returncode == 3
     assert proc.stderr.count("\n") == 1
+
+
+def test_version(cli: Callable[..., Result], capsys: pytest.CaptureFixture[str]) -> None:
+    from pyshim import __version__
+
+    assert cli(["--version"]).code == 0
+    assert capsys.readouterr().out == f"pyshim {__version__}\n"
