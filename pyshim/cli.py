@@ -14,6 +14,7 @@ import errno
 import io
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
@@ -435,11 +436,9 @@ def cmd_metrics(ctx: Context) -> int:
     if not os.path.isdir(directory):
         raise UsageError(f"textfile directory {directory} does not exist")
     snap, result = _checked_snapshot(ctx)
-    from pyshim.kernel import write_atomic
-
     path = os.path.join(directory, "pyshim.prom")
     try:
-        write_atomic(path, render.metrics_text(snap, result))
+        render.write_metrics(path, snap, result, time.time())
     except OSError as exc:
         raise OperationFailed(f"cannot write {path}: {exc.strerror}") from None
     ctx.note(f"wrote {path}")

@@ -404,7 +404,26 @@ class Sysfs:
                 blocks[name] = [blk for blk in found if blk is not None]
         node_blocks = self.node_blocks()
         acct = self.accounting(sorted(node_blocks)) if accounting else {}
-        return Snapshot(settings, devices, blocks, node_blocks, acct, vanished)
+        return Snapshot(
+            settings, devices, blocks, node_blocks, acct, vanished, self.node_distances()
+        )
+
+    def node_distances(self) -> dict[int, dict[int, int]]:
+        """{node: {other: distance}} from nodeN/distance, whose columns follow the online
+        node list; nodes without the file (hand-made trees, !NUMA) are left out."""
+        online = self.read_parsed(f"{NODES}/online", parse.parse_node_list) or []
+        result: dict[int, dict[int, int]] = {}
+        for node in online:
+            rel = f"{NODES}/node{node}/distance"
+            row = self.read_parsed(rel, parse.parse_distances)
+            if row is None:
+                continue
+            if len(row) != len(online):
+                raise OperationFailed(
+                    f"{self.path(rel)} lists {len(row)} distances for {len(online)} online nodes"
+                )
+            result[node] = dict(zip(online, row, strict=True))
+        return result
 
 
 def _read_text(

@@ -171,6 +171,26 @@ class Snapshot(NamedTuple):
     node_blocks: dict[int, set[int]]  # node -> memory block indices on it
     accounting: dict[int, NodeAccounting]
     vanished: list[str]
+    distances: dict[int, dict[int, int]]  # node -> {other node: nodeN/distance}
+
+    def boot_memory_nodes(self) -> set[int]:
+        """Nodes with memory blocks that no dax device added: the machine's own memory."""
+        dax = {blk.number for blocks in self.blocks.values() for blk in blocks}
+        return {node for node, members in self.node_blocks.items() if members - dax}
+
+    def memmap_node(self, node: int, on_memory: bool) -> int | None:
+        """The node whose memory holds the memmap of a dax block on `node`: the block's own
+        node when it is on memory, else the nearest node with boot memory (where the kernel
+        falls back when the new node has no memory yet; DESIGN.md), None if unknown."""
+        boot = self.boot_memory_nodes()
+        if on_memory or node in boot:
+            return node
+        if len(boot) == 1:
+            return next(iter(boot))
+        row = self.distances.get(node, {})
+        if not boot or any(other not in row for other in boot):
+            return None
+        return min(sorted(boot), key=lambda other: row[other])
 
 
 # --- check -------------------------------------------------------------------------------------

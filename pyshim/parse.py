@@ -110,6 +110,29 @@ def parse_bit(text: str) -> bool:
 
 
 # 19 digits reach 2^63; more would only be a typo (and Python refuses ints past 4300 digits).
+def parse_node_list(text: str) -> list[int]:
+    """Parse a sysfs node list such as /sys/devices/system/node/online: "0-1,3" -> [0, 1, 3]."""
+    nodes: list[int] = []
+    for part in text.strip().split(","):
+        match = re.fullmatch(r"([0-9]{1,4})(?:-([0-9]{1,4}))?", part)
+        if match is None:
+            raise ValueError(f"not a node list: {text!r}")
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        if last < first:
+            raise ValueError(f"not a node list: {text!r}")
+        nodes.extend(range(first, last + 1))
+    return nodes
+
+
+def parse_distances(text: str) -> list[int]:
+    """Parse nodeN/distance: one decimal distance per online node, space separated."""
+    words = text.split()
+    if not words or not all(re.fullmatch(r"[0-9]{1,3}", w) for w in words):
+        raise ValueError(f"not a distance list: {text!r}")
+    return [int(w) for w in words]
+
+
 _SIZE_RE = re.compile(r"([0-9]{1,19})\s*([kKmMgGtTpP]?)(?:i?[bB])?")
 _SIZE_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from pyshim.logic import (
     JSON_VERSION,
+    PAGE_SIZE,
     DaxDevice,
     MemoryBlock,
     Snapshot,
@@ -274,79 +275,90 @@ def plan_text(p: dict[str, Any]) -> str:
 # --- metrics -----------------------------------------------------------------------------------
 
 
-def node_memmap(snapshot: Snapshot) -> dict[int, dict[str, int]]:
-    """{node: {"memory": pages, "dram": pages, "memory_blocks": n, "dram_blocks": n}}."""
+def memmap_by_node(snapshot: Snapshot) -> dict[tuple[int, str], tuple[int, int]]:
+    """{(node, memmap_node): (memory blocks, memmap bytes)} over the blocks of dax devices in
+    system-ram mode; memmap_node is "unknown" when the DRAM node cannot be told."""
     settings = snapshot.settings
-    on_pages = memmap_pages(settings.block_size, settings.force)
-    dram_pages = memmap_bytes(settings.block_size) // 4096
+    on_block = memmap_pages(settings.block_size, settings.force) * PAGE_SIZE
+    in_dram = memmap_bytes(settings.block_size)
     block_node = {i: n for n, members in snapshot.node_blocks.items() for i in members}
-    result: dict[int, dict[str, int]] = {}
+    result: dict[tuple[int, str], tuple[int, int]] = {}
     for dev in snapshot.devices:
         for blk in snapshot.blocks.get(dev.name, []):
             node = block_node.get(blk.number, dev.target_node)
-            entry = result.setdefault(
-                node, {"memory": 0, "dram": 0, "memory_blocks": 0, "dram_blocks": 0}
-            )
-            where = location(bool(blk.memmap_on_memory))
-            entry[where] += on_pages if blk.memmap_on_memory else dram_pages
-            entry[f"{where}_blocks"] += 1
+            on_memory = bool(blk.memmap_on_memory)
+            home = snapshot.memmap_node(node, on_memory)
+            key = (node, "unknown" if home is None else str(home))
+            blocks, size = result.get(key, (0, 0))
+            result[key] = (blocks + 1, size + (on_block if on_memory else in_dram))
     return result
 
 
-def metrics_text(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
+def write_metrics(path: str, snapshot: Snapshot, check_result: dict[str, Any], now: float) -> None:
+    """node_exporter textfile-collector metrics in base units, written atomically by
+    prometheus_client (a temporary file next to `path`, then a rename)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
     settings = snapshot.settings
-    out: list[str] = []
-
-    def metric(name: str, help_text: str, samples: list[tuple[str, int]]) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} gauge")
-        for labels, value in samples:
-            out.append(f"{name}{labels} {value}")
-
-    per_node = node_memmap(snapshot)
-    samples: list[tuple[str, int]] = []
-    for node in sorted(per_node):
-        for where in ("memory", "dram"):
-            samples.append((f'{{node="{node}",location="{where}"}}', per_node[node][where]))
-    metric(
-        "pyshim_memmap_pages",
-        "Pages of struct page (memmap) for dax kmem memory blocks, by node and where they "
-        "live: memory = on the hot-plugged block itself, dram = allocated elsewhere.",
-        samples,
+    per_node = memmap_by_node(snapshot)
+    memmap = Gauge(
+        "pyshim_memmap_bytes",
+        "Memmap (struct page) of dax kmem memory blocks on node, held by memmap_node: the "
+        "same node when it lives on the blocks, else the nearest node with boot memory.",
+        ["node", "memmap_node"],
+        registry=registry,
     )
-    metric(
+    blocks = Gauge(
+        "pyshim_memory_blocks",
+        "dax kmem memory blocks on node whose memmap memmap_node holds.",
+        ["node", "memmap_node"],
+        registry=registry,
+    )
+    for (node, home), (count, size) in sorted(per_node.items()):
+        memmap.labels(node=str(node), memmap_node=home).set(size)
+        blocks.labels(node=str(node), memmap_node=home).set(count)
+    Gauge(
         "pyshim_memory_block_size_bytes",
         "Memory block size (/sys/devices/system/memory/block_size_bytes).",
-        [("", settings.block_size)],
-    )
-    metric(
+        registry=registry,
+    ).set(settings.block_size)
+    kmem = Gauge(
         "pyshim_kmem_memmap_on_memory",
-        "Per-driver setting /sys/bus/dax/drivers/kmem/memmap_on_memory (1 on the current value).",
-        [
-            (f'{{setting="{s.value}"}}', int(settings.kmem is s))
-            for s in (KmemSetting.GLOBAL, KmemSetting.ON, KmemSetting.OFF)
-        ],
+        "1 for the current value of /sys/bus/dax/drivers/kmem/memmap_on_memory.",
+        ["setting"],
+        registry=registry,
     )
-    metric(
+    for setting in KmemSetting:
+        kmem.labels(setting=setting.value).set(int(settings.kmem is setting))
+    global_mode = Gauge(
         "pyshim_global_memmap_on_memory",
-        "memory_hotplug.memmap_on_memory (1 on the current value).",
-        [
-            (f'{{setting="{g.value}"}}', int(settings.global_mode is g))
-            for g in (GlobalMode.ON, GlobalMode.OFF, GlobalMode.FORCE)
-        ],
+        "1 for the current value of memory_hotplug.memmap_on_memory.",
+        ["setting"],
+        registry=registry,
     )
-    stale = sum(1 for d in check_result["devices"] for b in d["blocks"] if b["status"] == "stale")
-    metric(
-        "pyshim_stale_memblocks",
-        "Blocks whose memmap is not where the current settings would put it.",
-        [("", stale)],
+    for mode in GlobalMode:
+        global_mode.labels(setting=mode.value).set(int(settings.global_mode is mode))
+    status = Gauge(
+        "pyshim_check_status",
+        "1 for the result of pyshim check: ok, stale (memmaps where an earlier setting put "
+        "them) or inconsistent (blocks or node accounting disagree).",
+        ["status"],
+        registry=registry,
     )
-    metric(
-        "pyshim_check_inconsistent",
-        "1 when pyshim check finds mixed blocks or node accounting that disagrees.",
-        [("", int(check_result["status"] == "inconsistent"))],
-    )
-    return "\n".join(out) + "\n"
+    for value in ("ok", "stale", "inconsistent"):
+        status.labels(status=value).set(int(check_result["status"] == value))
+    Gauge(
+        "pyshim_stale_memory_blocks",
+        "Memory blocks whose memmap is not where the current settings would put it.",
+        registry=registry,
+    ).set(sum(1 for d in check_result["devices"] for b in d["blocks"] if b["status"] == "stale"))
+    Gauge(
+        "pyshim_last_run_timestamp_seconds",
+        "When pyshim metrics last read the machine (Unix time).",
+        registry=registry,
+    ).set(now)
+    write_to_textfile(path, registry)
 
 
 # --- report ------------------------------------------------------------------------------------

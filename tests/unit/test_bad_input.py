@@ -212,6 +212,13 @@ CASES = [
             put(f"{DEV}/mapping0/end", f"{(1 << 32) + (1 << 60) - 1:#x}\n"),
         ),
     ),
+    Case(
+        "distance-short",
+        ["check"],
+        1,
+        "node1/distance lists 1 distances for 2 online nodes",
+        put("sys/devices/system/node/node1/distance", "10\n"),
+    ),
     # arguments
     Case("device-empty", ["check", ""], 2, "invalid device name ''"),
     Case("capacity-5000-digits", ["plan", "--capacity", "9" * 5000], 2, "not a size"),

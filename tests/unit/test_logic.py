@@ -125,3 +125,27 @@ def test_plan_conserves_capacity(capacity: int, shift: int) -> None:
     assert w["usable_bytes"] + w["device_memmap_bytes"] + p["unusable_tail_bytes"] == capacity
     assert p["dram_saved_bytes"] == p["without_memmap_on_memory"]["dram_memmap_bytes"]  # type: ignore[index]
     assert p["dram_saved_bytes"] * 64 == p["memblocks"] * block
+
+
+def _snapshot(
+    node_blocks: dict[int, set[int]], dax_blocks: list[int], distances: dict[int, dict[int, int]]
+) -> logic.Snapshot:
+    settings = logic.Settings(128 * MIB, KmemSetting.OFF, GlobalMode.OFF, True)
+    blocks = [logic.MemoryBlock(i, "online", False) for i in dax_blocks]
+    return logic.Snapshot(settings, [], {"dax0.0": blocks}, node_blocks, {}, [], distances)
+
+
+def test_dram_memmap_goes_to_the_nearest_boot_node() -> None:
+    """Two DRAM nodes, CXL node 2 behind the second socket: node 1 holds its memmap."""
+    distances = {2: {0: 30, 1: 20, 2: 10}}
+    snap = _snapshot({0: {0, 1}, 1: {2, 3}, 2: {32, 33}}, [32, 33], distances)
+    assert snap.boot_memory_nodes() == {0, 1}
+    assert snap.memmap_node(2, on_memory=False) == 1
+    assert snap.memmap_node(2, on_memory=True) == 2
+
+
+def test_memmap_node_unknown_without_distances() -> None:
+    snap = _snapshot({0: {0}, 1: {2}, 2: {32}}, [32], {})
+    assert snap.memmap_node(2, on_memory=False) is None
+    single = _snapshot({0: {0}, 2: {32}}, [32], {})
+    assert single.memmap_node(2, on_memory=False) == 0

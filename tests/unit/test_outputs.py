@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,17 +47,31 @@ def test_plan_block_size_override(cli: Callable[..., Result]) -> None:
 
 
 def test_metrics(cli: Callable[..., Result], tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    before = time.time()
     r = cli(["metrics", "--textfile", str(tmp_path), "--sysroot", str(tree_path("mixed"))])
     assert r.code == 0, r.err
     text = (tmp_path / "pyshim.prom").read_text()
-    assert 'pyshim_memmap_pages{node="1",location="memory"} 2048\n' in text
-    assert 'pyshim_memmap_pages{node="1",location="dram"} 2048\n' in text
-    assert 'pyshim_kmem_memmap_on_memory{setting="global"} 1\n' in text
-    assert 'pyshim_global_memmap_on_memory{setting="Y"} 1\n' in text
-    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            assert line.split("{")[0].split()[0] in names
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    # dax0.0 (cxl) holds its memmap on node 1 itself; dax1.0 (hmem) has it in node 0's DRAM
+    two_mib_blocks = 4 * (2 << 20)
+    assert samples[("pyshim_memmap_bytes", (("memmap_node", "1"), ("node", "1")))] == (
+        two_mib_blocks
+    )
+    assert samples[("pyshim_memmap_bytes", (("memmap_node", "0"), ("node", "1")))] == (
+        two_mib_blocks
+    )
+    assert samples[("pyshim_memory_blocks", (("memmap_node", "0"), ("node", "1")))] == 4
+    assert samples[("pyshim_kmem_memmap_on_memory", (("setting", "global"),))] == 1
+    assert samples[("pyshim_global_memmap_on_memory", (("setting", "Y"),))] == 1
+    assert samples[("pyshim_check_status", (("status", "ok"),))] == 1
+    assert samples[("pyshim_memory_block_size_bytes", ())] == 128 << 20
+    assert before <= samples[("pyshim_last_run_timestamp_seconds", ())] <= time.time()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pyshim.prom"]
 
 

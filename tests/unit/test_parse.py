@@ -162,3 +162,20 @@ def test_parse_bit(text: str) -> None:
 def test_parse_bit_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse.parse_bit(text)
+
+
+@pytest.mark.parametrize(("text", "nodes"), [("0\n", [0]), ("0-1\n", [0, 1]), ("0,2-3", [0, 2, 3])])
+def test_node_list(text: str, nodes: list[int]) -> None:
+    assert parse.parse_node_list(text) == nodes
+
+
+@pytest.mark.parametrize("text", ["", "a", "3-1", "0-99999", "0,,1"])
+def test_node_list_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse.parse_node_list(text)
+
+
+def test_distances() -> None:
+    assert parse.parse_distances("10 20 30\n") == [10, 20, 30]
+    with pytest.raises(ValueError):
+        parse.parse_distances("10 x")
