@@ -149,3 +149,21 @@ def test_memmap_node_unknown_without_distances() -> None:
     assert snap.memmap_node(2, on_memory=False) is None
     single = _snapshot({0: {0}, 2: {32}}, [32], {})
     assert single.memmap_node(2, on_memory=False) == 0
+
+
+@pytest.mark.parametrize(
+    ("ranges", "indices"),
+    [
+        # 512 MiB from 4 GiB: blocks 32..35, and not 36 (end is exclusive)
+        (((4 << 30, (4 << 30) + 512 * MIB),), [32, 33, 34, 35]),
+        # a range starting inside block 32 covers only the blocks wholly inside it
+        ((((4 << 30) + MIB, (4 << 30) + 512 * MIB),), [33, 34, 35]),
+        # ... and one ending inside block 35 as well
+        ((((4 << 30), (4 << 30) + 511 * MIB),), [32, 33, 34]),
+        # two mappings
+        (((0, 128 * MIB), (1 << 30, (1 << 30) + 256 * MIB)), [0, 8, 9]),
+    ],
+)
+def test_block_indices(ranges: tuple[tuple[int, int], ...], indices: list[int]) -> None:
+    dev = logic.DaxDevice("dax0.0", "kmem", 1, 0, ranges, None, None, "cxl")
+    assert dev.block_indices(128 * MIB) == indices

@@ -165,6 +165,17 @@ def test_set_errno_messages(
     assert r.err.count("\n") == 1 and "Traceback" not in r.err
 
 
+def test_set_reads_back_what_it_wrote(
+    cli: Callable[..., Result], tree_copy: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write the kernel accepted but did not apply (the value reads back unchanged) fails."""
+    root = tree_copy("patched_on")
+    monkeypatch.setattr(kernel.Sysfs, "write_attr", lambda self, rel, value: None)
+    r = cli(["set", "off", "--sysroot", str(root)])
+    assert r.code == 1
+    assert r.err == f"pyshim: error: {root / ATTR} reads on after writing off: see dmesg\n"
+
+
 def test_eopnotsupp_names_block_size(
     cli: Callable[..., Result], tree_copy: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
