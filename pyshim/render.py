@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pyshim.logic import (
@@ -19,14 +18,12 @@ from pyshim.logic import (
 )
 from pyshim.parse import GlobalMode, KmemSetting, format_size
 
-_FLAT = json.JSONEncoder(separators=(", ", ": "))
-
 
 def _is_flat(value: object) -> bool:
     return isinstance(value, dict) and not any(isinstance(v, dict | list) for v in value.values())
 
 
-def _pretty(value: object, indent: str, out: list[str], one_line: bool = False) -> None:
+def _pretty(value: object, indent: str, out: list[str], flat: Any, one_line: bool = False) -> None:
     """Indented JSON, except that the flat objects of a "blocks" list take one line each.
 
     json.dumps(indent=...) falls back to the pure-Python encoder, which costs more than all
@@ -38,29 +35,31 @@ def _pretty(value: object, indent: str, out: list[str], one_line: bool = False) 
         out.append("{\n")
         last = len(value) - 1
         for i, (key, item) in enumerate(value.items()):
-            out.append(f"{inner}{json.dumps(key)}: ")
-            _pretty(item, inner, out, key == "blocks")
+            out.append(f"{inner}{flat.encode(key)}: ")
+            _pretty(item, inner, out, flat, key == "blocks")
             out.append(",\n" if i < last else "\n")
         out.append(indent + "}")
     elif isinstance(value, list) and value:
         out.append("[\n")
         last = len(value) - 1
-        encode = _FLAT.encode
+        encode = flat.encode
         for i, item in enumerate(value):
             out.append(inner)
             if one_line and _is_flat(item):
                 out.append(encode(item))
             else:
-                _pretty(item, inner, out)
+                _pretty(item, inner, out, flat)
             out.append(",\n" if i < last else "\n")
         out.append(indent + "]")
     else:
-        out.append(json.dumps(value))
+        out.append(flat.encode(value))
 
 
 def to_json(data: object) -> str:
+    import json  # here, not at the top: text output never needs it (start-up time)
+
     out: list[str] = []
-    _pretty(data, "", out)
+    _pretty(data, "", out, json.JSONEncoder(separators=(", ", ": ")))
     out.append("\n")
     return "".join(out)
 
