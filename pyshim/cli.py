@@ -136,8 +136,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "set",
         parents=[common],
         help="write a driver's memmap_on_memory setting",
-        description="Write /sys/bus/dax/drivers/kmem/memmap_on_memory. It applies to devices "
-        "that kmem probes afterwards; memory already online keeps its memmap.",
+        description="Write /sys/bus/dax/drivers/kmem/memmap_on_memory: global (the default, "
+        "Linux 6.12's rule: the device's memmap_on_memory attribute and the boot parameter "
+        "memory_hotplug.memmap_on_memory must both allow it), on (the memmap goes on the "
+        "hot-plugged memory whenever this kernel can place it there) or off (never). It "
+        "applies to every hot-add kmem makes afterwards; memory already added keeps its "
+        f"memmap until it is re-added. Example: {prog} set on --persist",
     )
     p.add_argument(
         "--driver",
@@ -165,7 +169,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "memory blocks online/total; MEMMAP: where the blocks' memmap lives according to "
         "memoryN/memmap_on_memory (memory, dram or mixed); MEMMAP_IN_DRAM: the DRAM those "
         "memmaps take; DAX_ATTR: the device's own memmap_on_memory attribute, which kmem "
-        "consults only under the setting `global`.",
+        f"consults only under the setting `global`. Example: {prog} show --json",
     )
     p.add_argument("--json", action="store_true", help="JSON with daxctl's key names, in bytes")
 
@@ -178,7 +182,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "for every node made only of such blocks: whether /proc/zoneinfo and the node's MemTotal "
         "agree with the blocks. Status ok (exit 0), stale: some blocks were onlined under an "
         "earlier setting (exit 4, or 0 with --allow-stale), inconsistent: a device's blocks "
-        "disagree or the accounting contradicts them (exit 1).",
+        "disagree or the accounting contradicts them (exit 1). "
+        f"Example: {prog} check --json dax0.0",
     )
     p.add_argument("device", nargs="?", help="only this device (daxX.Y)")
     p.add_argument("--json", action="store_true", help="JSON in bytes, with a status key")
@@ -221,24 +226,48 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "already onlined gets its memmap placed anew. On failure the device returns to its "
         f"earlier state. Example: {prog} reconfigure --mode devdax dax0.0",
     )
-    p.add_argument("--mode", required=True, choices=["system-ram", "devdax"])
+    p.add_argument(
+        "--mode",
+        required=True,
+        choices=["system-ram", "devdax"],
+        help="system-ram: memory for the kernel (kmem); devdax: the character device",
+    )
     _add_devices(p)
     _add_movable(p)
 
-    p = sub.add_parser("report", parents=[common], help="self-contained HTML report")
-    p.add_argument("--html", required=True, metavar="FILE")
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="self-contained HTML report",
+        description="Write one HTML file (no external resources) with the settings, one "
+        f"picture of memory blocks per node and the check result. Example: {prog} report "
+        "--html /tmp/memmap.html",
+    )
+    p.add_argument("--html", required=True, metavar="FILE", help="the HTML file to write")
 
-    p = sub.add_parser("metrics", parents=[common], help="node_exporter textfile-collector metrics")
-    p.add_argument("--textfile", required=True, metavar="DIR")
+    p = sub.add_parser(
+        "metrics",
+        parents=[common],
+        help="node_exporter textfile-collector metrics",
+        description="Write DIR/pyshim.prom for node_exporter's textfile collector: memmap bytes "
+        "and memory blocks by node and memmap_node, the settings, the check status and the "
+        f"time of the run. Example: {prog} metrics --textfile /var/lib/node_exporter",
+    )
+    p.add_argument(
+        "--textfile", required=True, metavar="DIR", help="node_exporter's textfile directory"
+    )
 
     p = sub.add_parser(
         "plan",
         parents=[common],
         help="DRAM the memmap of a capacity takes with and without the setting",
+        description="How much DRAM the memmap of CAPACITY of hot-plugged memory takes, and "
+        "how much of the memory itself it takes with memmap on memory, for this machine's "
+        f"memory block size or --block-size. Example: {prog} plan --capacity 1T",
     )
     p.add_argument("--capacity", required=True, help="e.g. 512M, 1G, 1T or bytes")
     p.add_argument("--block-size", help="memory block size (default: this machine's)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON in bytes")
     return parser
 
 

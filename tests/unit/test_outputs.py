@@ -212,3 +212,16 @@ def test_version(cli: Callable[..., Result], capsys: pytest.CaptureFixture[str])
 
     assert cli(["--version"]).code == 0
     assert capsys.readouterr().out == f"pyshim {__version__}\n"
+
+
+def test_every_command_has_a_description_with_an_example() -> None:
+    import argparse
+
+    from pyshim.cli import build_parser
+
+    parser = build_parser("pyshim")
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        assert f"Example: pyshim {name}" in (sub.description or ""), name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}"
