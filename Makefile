@@ -11,7 +11,7 @@ MEMMAP_KMEM_VM ?= 1
 export MEMMAP_KMEM_VM
 
 .PHONY: all deps venv kernel kernel-stock kernel-debug prepare-series export-series \
-	check-series check-config kunit lint unit vm-deps vm-test vm-test-debug test demo bench \
+	check-series check-config kunit lint unit man vm-deps vm-test vm-test-debug test demo bench \
 	clean-venv help
 
 all: help
@@ -30,6 +30,7 @@ help:
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
 	@echo "make vm-test-debug  scenarios 2, 6, 7 on the KASAN/lockdep/kmemleak kernel"
 	@echo "make bench          benchmarks P1-P3 into bench/results/"
+	@echo "make man            regenerate man/pyshim.1 from pyshim's parser"
 
 deps:
 	bash scripts/install-deps.sh
@@ -77,6 +78,10 @@ lint: venv
 
 unit: venv
 	$(VPY) -m pytest -q -m 'not vm' tests/unit tests/kbuild tests/vm
+
+# man/pyshim.1 from the argparse parser; the unit tests fail when it is stale.
+man: venv
+	$(VPY) scripts/manpage.py
 
 vm-test: venv kernel kernel-stock vm-deps
 	$(VPY) -m pytest -q -m vm tests/vm
