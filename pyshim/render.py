@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyshim.logic import (
     JSON_VERSION,
@@ -363,58 +363,121 @@ def write_metrics(path: str, snapshot: Snapshot, check_result: dict[str, Any], n
 # --- report ------------------------------------------------------------------------------------
 
 
-def report_html(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
-    import jinja2  # imported here: only `report` needs it
+# Width in pixels of the largest node's picture; other nodes are drawn to the same scale.
+REPORT_WIDTH = 900
+REPORT_BAR_HEIGHT = 28
 
-    settings = snapshot.settings
+
+class Run(NamedTuple):
+    """Consecutive memory blocks of one node that look the same in the report."""
+
+    first: int  # block index
+    blocks: int
+    kind: str  # memory (memmap on the block), dram (memmap elsewhere), boot
+    state: str
+    device: str | None
+
+
+def block_runs(snapshot: Snapshot, members: list[int]) -> list[Run]:
     owner: dict[int, tuple[str, MemoryBlock]] = {}
     for dev in snapshot.devices:
         for blk in snapshot.blocks.get(dev.name, []):
             owner[blk.number] = (dev.name, blk)
-    cell, gap, columns = 12, 2, 64
-    nodes = []
+    runs: list[Run] = []
+    key: tuple[str, str, str | None]
+    for index in members:
+        if index in owner:
+            device, blk = owner[index]
+            key = (location(bool(blk.memmap_on_memory)), blk.state, device)
+        else:
+            key = ("boot", "online", None)
+        last = runs[-1] if runs else None
+        if (
+            last
+            and last.first + last.blocks == index
+            and (last.kind, last.state, last.device) == key
+        ):
+            runs[-1] = last._replace(blocks=last.blocks + 1)
+        else:
+            runs.append(Run(index, 1, *key))
+    return runs
+
+
+def report_html(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
+    """One picture per node, all to one scale: runs of equal blocks merged into one bar, the
+    memmap's share of blocks that hold it drawn inside them, and for memmaps in DRAM the node
+    that pays for them."""
+    import jinja2  # imported here: only `report` needs it
+
+    settings = snapshot.settings
     per_block = memmap_bytes(settings.block_size)
+    share = memmap_pages(settings.block_size, settings.force) * PAGE_SIZE / settings.block_size
+    spans = {
+        node: max(members) - min(members) + 1
+        for node, members in snapshot.node_blocks.items()
+        if members
+    }
+    scale = REPORT_WIDTH / max(spans.values(), default=1)
+    pays: dict[int, int] = {}  # DRAM node -> bytes of other nodes' memmaps it holds
+    nodes = []
     saved_total = 0
-    for node in sorted(snapshot.node_blocks):
+    for node in sorted(spans):
         members = sorted(snapshot.node_blocks[node])
-        if not members:
-            continue
-        cells = []
+        base = members[0]
+        bars = []
         on_memory = dram = boot = 0
-        for pos, index in enumerate(members):
-            x = (pos % columns) * (cell + gap)
-            y = (pos // columns) * (cell + gap)
-            if index in owner:
-                device, blk = owner[index]
-                kind = location(bool(blk.memmap_on_memory))
-                if kind == "memory":
-                    on_memory += 1
-                else:
-                    dram += 1
-                title = f"memory{index} ({device}, {blk.state}): memmap on {kind}"
-                state = blk.state
+        dram_homes: dict[str, int] = {}
+        for run in block_runs(snapshot, members):
+            x = (run.first - base) * scale
+            width = max(run.blocks * scale, 1.0)
+            last = run.first + run.blocks - 1
+            size = format_size(run.blocks * settings.block_size)
+            if run.kind == "boot":
+                boot += run.blocks
+                title = f"memory{run.first}-{last}: boot memory, {size}"
             else:
-                kind, state = "boot", "online"
-                boot += 1
-                title = f"memory{index}: boot memory"
-            cells.append({"x": x, "y": y, "kind": kind, "state": state, "title": title})
-        rows = -(-len(members) // columns)
+                title = (
+                    f"memory{run.first}-{last} ({run.device}, {run.state}): {run.blocks} blocks, "
+                    f"{size}, memmap {'on the blocks' if run.kind == 'memory' else 'in DRAM'}"
+                )
+                if run.kind == "memory":
+                    on_memory += run.blocks
+                else:
+                    dram += run.blocks
+                    home = snapshot.memmap_node(node, on_memory=False)
+                    label = "an unknown node" if home is None else f"node {home}"
+                    dram_homes[label] = dram_homes.get(label, 0) + run.blocks * per_block
+                    if home is not None:
+                        pays[home] = pays.get(home, 0) + run.blocks * per_block
+            bars.append(
+                {
+                    "x": round(x, 2),
+                    "width": round(width, 2),
+                    "memmap_width": round(max(width * share, 1.0), 2),
+                    "kind": run.kind,
+                    "state": run.state,
+                    "title": title,
+                }
+            )
         saved = on_memory * per_block
         saved_total += saved
         nodes.append(
             {
                 "node": node,
-                "cells": cells,
-                "width": min(len(members), columns) * (cell + gap),
-                "height": rows * (cell + gap),
-                "cell": cell,
+                "bars": bars,
+                "width": round(spans[node] * scale, 2),
+                "height": REPORT_BAR_HEIGHT,
+                "size": format_size(len(members) * settings.block_size),
                 "on_memory": on_memory,
                 "dram": dram,
                 "boot": boot,
                 "saved": format_size(saved),
-                "dram_used": format_size(dram * per_block),
+                "dram_homes": [(k, format_size(v)) for k, v in sorted(dram_homes.items())],
             }
         )
+    for entry in nodes:
+        held = pays.get(int(str(entry["node"])), 0)
+        entry["pays"] = format_size(held) if held else None
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pyshim", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -428,4 +491,5 @@ def report_html(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
         nodes=nodes,
         saved_total=format_size(saved_total),
         check=check_result,
+        scale=format_size(int(settings.block_size / scale)),
     )

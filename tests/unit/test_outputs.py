@@ -87,9 +87,35 @@ def test_report(cli: Callable[..., Result], tmp_path: Path) -> None:
     html = out.read_text()
     assert html.startswith("<!DOCTYPE html>")
     assert html.count("<svg") == 2  # node 0 and node 1
-    assert html.count('class="memory"') == 4 and html.count('class="dram"') == 4
-    assert "DRAM saved" in html and "8 MiB" in html
+    # node 1: dax0.0's 4 blocks (memmap on them) and dax1.0's 4 (memmap in DRAM), one bar each
+    assert html.count('class="memory"') == 1 and html.count('class="dram"') == 1
+    assert "memory32-35 (dax0.0, online): 4 blocks, 512 MiB, memmap on the blocks" in html
+    assert "memory40-43 (dax1.0, online): 4 blocks, 512 MiB, memmap in DRAM" in html
+    assert "Memmap in DRAM of node 0: 8 MiB." in html
+    assert "This node's DRAM holds 8 MiB of memmap for other nodes' blocks." in html
     assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
+
+
+def test_report_scales(cli: Callable[..., Result], tmp_path: Path) -> None:
+    """1024 blocks on node 1 (128 GiB): a handful of bars, not a wall of squares, and both
+    nodes on one scale (16 boot blocks of node 0 get 16/1024 of the width)."""
+    import treebuilder
+
+    root = tmp_path / "big"
+    tree = treebuilder.Tree(root, kmem="on")
+    tree.boot(0, 0, 16)
+    tree.dax("dax0.0", "cxl", 1, 4 << 30, 1024)
+    tree.finish()
+    out = tmp_path / "r.html"
+    r = cli(["report", "--html", str(out), "--sysroot", str(root)])
+    assert r.code == 0, r.err
+    html = out.read_text()
+    assert len(html) < 8192
+    assert html.count("<rect") == 3  # boot bar; dax0.0's bar and its memmap share
+    assert 'width="900.0" height="28" class="memory"' in html
+    assert 'width="14.06" height="28" class="boot"' in html
+    assert 'width="14.06" height="28" class="memmap"' in html  # 1.5625 % of 900 px
 
 
 def test_report_stock_kernel(cli: Callable[..., Result], tmp_path: Path) -> None:
