@@ -1,9 +1,10 @@
 """python -m pyshim: set the per-driver memmap_on_memory, online dax memory, prove placement.
 
-Exit codes: 0 ok, 1 the check or operation failed, 2 usage, 3 the kernel or machine lacks a
-prerequisite (including not being root). Errors are one line on stderr naming the fix; no
-traceback reaches the user (PYSHIM_DEBUG=1 shows one for internal errors). Output to a
-closed pipe is dropped quietly.
+Exit codes: 0 ok, 1 the check or operation failed (also: output that cannot be written), 2
+usage, 3 the kernel or machine lacks a prerequisite (including not being root), 4 `check`
+found stale blocks only. Errors are one line on stderr naming the fix; no traceback reaches
+the user (PYSHIM_DEBUG=1 shows one for internal errors). Output to a closed pipe is dropped
+quietly (exit 1).
 """
 
 from __future__ import annotations
