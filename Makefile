@@ -30,7 +30,7 @@ help:
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
 	@echo "make vm-test-debug  scenarios 2, 6, 7 on the KASAN/lockdep/kmemleak kernel"
 	@echo "make bench          benchmarks P1-P3 into bench/results/"
-	@echo "make man            regenerate man/pyshim.1 from pyshim's parser"
+	@echo "make man            regenerate man/pyshim.1 and completion/ from pyshim's parser"
 
 deps:
 	bash scripts/install-deps.sh
@@ -79,9 +79,9 @@ lint: venv
 unit: venv
 	$(VPY) -m pytest -q -m 'not vm' tests/unit tests/kbuild tests/vm
 
-# man/pyshim.1 from the argparse parser; the unit tests fail when it is stale.
+# man/pyshim.1 and completion/ from the argparse parser; the unit tests fail when stale.
 man: venv
-	$(VPY) scripts/manpage.py
+	$(VPY) scripts/from_parser.py
 
 vm-test: venv kernel kernel-stock vm-deps
 	$(VPY) -m pytest -q -m vm tests/vm
