@@ -178,11 +178,11 @@ class Snapshot(NamedTuple):
         dax = {blk.number for blocks in self.blocks.values() for blk in blocks}
         return {node for node, members in self.node_blocks.items() if members - dax}
 
-    def memmap_node(self, node: int, on_memory: bool) -> int | None:
+    def memmap_node(self, node: int, on_memory: bool, boot: set[int]) -> int | None:
         """The node whose memory holds the memmap of a dax block on `node`: the block's own
         node when it is on memory, else the nearest node with boot memory (where the kernel
-        falls back when the new node has no memory yet; DESIGN.md), None if unknown."""
-        boot = self.boot_memory_nodes()
+        falls back when the new node has no memory yet; DESIGN.md), None if unknown.
+        `boot` is boot_memory_nodes(), computed once by the caller: it walks every block."""
         if on_memory or node in boot:
             return node
         if len(boot) == 1:

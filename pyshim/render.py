@@ -281,12 +281,13 @@ def memmap_by_node(snapshot: Snapshot) -> dict[tuple[int, str], tuple[int, int]]
     on_block = memmap_pages(settings.block_size, settings.force) * PAGE_SIZE
     in_dram = memmap_bytes(settings.block_size)
     block_node = {i: n for n, members in snapshot.node_blocks.items() for i in members}
+    boot = snapshot.boot_memory_nodes()
     result: dict[tuple[int, str], tuple[int, int]] = {}
     for dev in snapshot.devices:
         for blk in snapshot.blocks.get(dev.name, []):
             node = block_node.get(blk.number, dev.target_node)
             on_memory = bool(blk.memmap_on_memory)
-            home = snapshot.memmap_node(node, on_memory)
+            home = snapshot.memmap_node(node, on_memory, boot)
             key = (node, "unknown" if home is None else str(home))
             blocks, size = result.get(key, (0, 0))
             result[key] = (blocks + 1, size + (on_block if on_memory else in_dram))
@@ -419,6 +420,7 @@ def report_html(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
     }
     scale = REPORT_WIDTH / max(spans.values(), default=1)
     pays: dict[int, int] = {}  # DRAM node -> bytes of other nodes' memmaps it holds
+    boot_nodes = snapshot.boot_memory_nodes()
     nodes = []
     saved_total = 0
     for node in sorted(spans):
@@ -444,7 +446,7 @@ def report_html(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
                     on_memory += run.blocks
                 else:
                     dram += run.blocks
-                    home = snapshot.memmap_node(node, on_memory=False)
+                    home = snapshot.memmap_node(node, False, boot_nodes)
                     label = "an unknown node" if home is None else f"node {home}"
                     dram_homes[label] = dram_homes.get(label, 0) + run.blocks * per_block
                     if home is not None:

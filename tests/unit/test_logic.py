@@ -139,16 +139,17 @@ def test_dram_memmap_goes_to_the_nearest_boot_node() -> None:
     """Two DRAM nodes, CXL node 2 behind the second socket: node 1 holds its memmap."""
     distances = {2: {0: 30, 1: 20, 2: 10}}
     snap = _snapshot({0: {0, 1}, 1: {2, 3}, 2: {32, 33}}, [32, 33], distances)
-    assert snap.boot_memory_nodes() == {0, 1}
-    assert snap.memmap_node(2, on_memory=False) == 1
-    assert snap.memmap_node(2, on_memory=True) == 2
+    boot = snap.boot_memory_nodes()
+    assert boot == {0, 1}
+    assert snap.memmap_node(2, False, boot) == 1
+    assert snap.memmap_node(2, True, boot) == 2
 
 
 def test_memmap_node_unknown_without_distances() -> None:
     snap = _snapshot({0: {0}, 1: {2}, 2: {32}}, [32], {})
-    assert snap.memmap_node(2, on_memory=False) is None
+    assert snap.memmap_node(2, False, snap.boot_memory_nodes()) is None
     single = _snapshot({0: {0}, 2: {32}}, [32], {})
-    assert single.memmap_node(2, on_memory=False) == 0
+    assert single.memmap_node(2, False, single.boot_memory_nodes()) == 0
 
 
 @pytest.mark.parametrize(
