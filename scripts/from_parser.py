@@ -20,8 +20,6 @@ from argparse_manpage.manpage import Manpage
 from pyshim import __version__
 from pyshim.cli import build_parser
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def render_manpage() -> str:
     data = {
@@ -37,16 +35,16 @@ def render_completion(shell: str) -> str:
     return str(shtab.complete(build_parser("pyshim"), shell=shell))
 
 
-def outputs() -> dict[Path, str]:
+def outputs(repo: Path) -> dict[Path, str]:
     return {
-        REPO / "man" / "pyshim.1": render_manpage(),
-        REPO / "completion" / "pyshim.bash": render_completion("bash"),
-        REPO / "completion" / "_pyshim": render_completion("zsh"),
+        repo / "man" / "pyshim.1": render_manpage(),
+        repo / "completion" / "pyshim.bash": render_completion("bash"),
+        repo / "completion" / "_pyshim": render_completion("zsh"),
     }
 
 
 def main() -> int:
-    for path, text in outputs().items():
+    for path, text in outputs(Path(__file__).resolve().parents[1]).items():
         path.parent.mkdir(exist_ok=True)
         path.write_text(text)
         print(f"wrote {path}", file=sys.stderr)
