@@ -283,7 +283,7 @@ class Context:
         self.spec: DriverSpec = DRIVERS["dax_kmem"]
 
     def out(self, text: str) -> None:
-        with _output_errors(self.env):
+        with _output_errors():
             self.env.stdout.write(text)
 
     def note(self, text: str) -> None:
@@ -655,7 +655,7 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         ctx = Context(args, env)
         code = COMMANDS[args.command](ctx)
-        with _output_errors(env):
+        with _output_errors():
             env.stdout.flush()
         return code
     except PyshimError as exc:
@@ -678,7 +678,7 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _output_errors(env: Environment) -> Iterator[None]:
+def _output_errors() -> Iterator[None]:
     """A closed pipe stays a BrokenPipeError (quiet exit 1); any other failure to write the
     output (closed descriptor, full disk or /dev/full) becomes a one-line failure, exit 1."""
     try:
@@ -686,8 +686,6 @@ def _output_errors(env: Environment) -> Iterator[None]:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        if env.stdout is sys.stdout:
-            _silence_stdout()
         raise OperationFailed(f"cannot write the output: {exc.strerror}") from None
 
 
