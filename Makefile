@@ -11,7 +11,8 @@ MEMMAP_KMEM_VM ?= 1
 export MEMMAP_KMEM_VM
 
 .PHONY: all deps venv kernel kernel-stock kernel-debug prepare-series export-series \
-	check-series check-config check-distro kunit lint unit vm-deps vm-test vm-test-debug test demo bench \
+	check-series check-config check-distro kunit lint unit man vm-deps vm-test vm-test-debug test \
+	demo bench \
 	clean-venv help
 
 all: help
@@ -31,6 +32,7 @@ help:
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
 	@echo "make vm-test-debug  scenarios 2, 6, 7 on the KASAN/lockdep/kmemleak kernel"
 	@echo "make bench          benchmarks P1-P3 into bench/results/"
+	@echo "make man            regenerate man/pyshim.1 and completion/ from pyshim's parser"
 
 deps:
 	bash scripts/install-deps.sh
@@ -81,6 +83,10 @@ lint: venv
 
 unit: venv
 	$(VPY) -m pytest -q -m 'not vm' tests/unit tests/kbuild tests/vm
+
+# man/pyshim.1 and completion/ from the argparse parser; the unit tests fail when stale.
+man: venv
+	$(VPY) scripts/from_parser.py
 
 # The module scenarios (test_vm_module.py) boot the modular debug variant.
 vm-test: venv kernel kernel-stock kernel-debug vm-deps

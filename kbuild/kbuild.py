@@ -339,6 +339,10 @@ def install_modules(layout: Layout, out: Path, root: Path) -> None:
     make = ["make", "-s", "-C", str(layout.src), f"O={out}", "ARCH=x86_64"]
     run([*make, f"-j{os.cpu_count() or 1}", "modules"])
     run([*make, f"INSTALL_MOD_PATH={root}", "modules_install"], quiet=True)
+    # The build and source links point back into the cache's trees: not part of the image.
+    for link in root.glob("lib/modules/*/*"):
+        if link.is_symlink():
+            link.unlink()
 
 
 def image_key(layout: Layout, variant: str, debug: bool) -> str:

@@ -1,43 +1,61 @@
 """python -m pyshim: set the per-driver memmap_on_memory, online dax memory, prove placement.
 
-Exit codes: 0 ok, 1 the check or operation failed, 2 usage, 3 the kernel or machine lacks a
-prerequisite (including not being root). Errors are one line on stderr naming the fix; no
-traceback reaches the user (PYSHIM_DEBUG=1 shows one for internal errors). Output to a
-closed pipe is dropped quietly.
+Exit codes: 0 ok, 1 the check or operation failed (also: output that cannot be written), 2
+usage, 3 the kernel or machine lacks a prerequisite (including not being root), 4 `check`
+found stale blocks only. Errors are one line on stderr naming the fix; no traceback reaches
+the user (PYSHIM_DEBUG=1 shows one for internal errors). Output to a closed pipe is dropped
+quietly (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import io
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from pyshim import logic, parse, render
+from pyshim import __version__, logic, parse, render
 from pyshim.drivers import DRIVERS, DriverSpec, lookup_driver, validate_device
 from pyshim.errors import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_STALE,
     EXIT_USAGE,
     MissingPrerequisite,
     OperationFailed,
     PyshimError,
     UsageError,
 )
-from pyshim.kernel import KernelWriteError, Sysfs
+from pyshim.kernel import PATCHED_KERNEL, DeviceVanished, KernelWriteError, Sysfs, check_sysroot
 
 if TYPE_CHECKING:
     from pyshim.libdaxctl import Library
 
-PROG = "python -m pyshim"
+
+def program_name(argv0: str) -> str:
+    """How the user started pyshim, for usage lines and for the commands messages suggest."""
+    if os.path.basename(argv0) == "__main__.py":
+        return f"{os.path.basename(sys.executable) or 'python3'} -m pyshim"
+    return os.path.basename(argv0) or "pyshim"
 
 
-def _default_library() -> Library:
+def _default_library(verbose: bool) -> Library:
     from pyshim.libdaxctl import Library  # lazy: cffi and libdaxctl only for online/offline
 
-    return Library()
+    return Library(verbose=verbose)
+
+
+class _ClosedStream(io.TextIOBase):
+    """Stands in for a standard stream whose descriptor is closed (`>&-`, where Python sets
+    sys.stdout to None): writes fail with EBADF, reported like any unwritable output."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
 
 class Environment:
@@ -48,12 +66,15 @@ class Environment:
         stdout: IO[str] | None = None,
         stderr: IO[str] | None = None,
         euid: Callable[[], int] = os.geteuid,
-        library: Callable[[], Library] = _default_library,
+        library: Callable[[bool], Library] = _default_library,
+        prog: str | None = None,
     ) -> None:
-        self.stdout = stdout if stdout is not None else sys.stdout
-        self.stderr = stderr if stderr is not None else sys.stderr
+        self.stdout: IO[str] | io.TextIOBase = stdout or sys.stdout or _ClosedStream()
+        # With stderr closed there is nowhere to say anything: messages are dropped.
+        self.stderr: IO[str] = stderr or sys.stderr or io.StringIO()
         self.euid = euid
         self.library = library
+        self.prog = prog or program_name(sys.argv[0])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,8 +84,35 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_devices(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "devices", nargs="+", metavar="DEVICE", help="dax devices (daxX.Y), or all, as daxctl takes"
+    )
+
+
+def _add_movable(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--movable",
+        dest="movable",
+        action="store_true",
+        default=True,
+        help="online into ZONE_MOVABLE (default, as daxctl)",
+    )
+    group.add_argument(
+        "--no-movable", dest="movable", action="store_false", help="online into ZONE_NORMAL"
+    )
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="also show libdaxctl's own messages (online, offline, reconfigure)",
+    )
     common.add_argument(
         "--sysroot",
         default=argparse.SUPPRESS,
@@ -72,14 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="read and write the kernel's files under DIR instead of / (like lsmem --sysroot)",
     )
     parser = _Parser(
-        prog=PROG,
+        prog=prog,
         parents=[common],
         description=(
             "Set the per-driver memmap_on_memory of dax kmem, bring dax memory online through "
             "libdaxctl, and prove block by block where each memory block's memmap lives."
         ),
-        epilog="exit status: 0 ok, 1 check or operation failed, 2 usage, 3 missing prerequisite",
+        epilog="exit status: 0 ok, 1 check or operation failed (check: inconsistent), 2 usage, "
+        "3 missing prerequisite, 4 check found stale blocks (see --allow-stale)",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -87,8 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         "set",
         parents=[common],
         help="write a driver's memmap_on_memory setting",
-        description="Write /sys/bus/dax/drivers/kmem/memmap_on_memory. It applies to devices "
-        "that kmem probes afterwards; memory already online keeps its memmap.",
+        description="Write /sys/bus/dax/drivers/kmem/memmap_on_memory: global (the default, "
+        "Linux 6.12's rule: the device's memmap_on_memory attribute and the boot parameter "
+        "memory_hotplug.memmap_on_memory must both allow it), on (the memmap goes on the "
+        "hot-plugged memory whenever this kernel can place it there) or off (never). It "
+        "applies to every hot-add kmem makes afterwards; memory already added keeps its "
+        f"memmap until it is re-added. Example: {prog} set on --persist",
     )
     p.add_argument(
         "--driver",
@@ -99,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "value",
         nargs="?",
         default="on",
-        help="on, off or global (kstrtobool spellings such as 1/0/yes/no also work); default on",
+        help="global, on or off (also exactly 1/0, yes/no, true/false); default on",
     )
     p.add_argument(
         "--persist",
@@ -108,16 +162,37 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel command line word to add",
     )
 
-    p = sub.add_parser("show", parents=[common], help="settings and dax devices")
-    p.add_argument("--json", action="store_true", help="JSON with daxctl's key names")
+    p = sub.add_parser(
+        "show",
+        parents=[common],
+        help="settings and dax devices",
+        description="The kmem and global settings, then one row per dax device. BLOCKS: "
+        "memory blocks online/total; MEMMAP: where the blocks' memmap lives according to "
+        "memoryN/memmap_on_memory (memory, dram or mixed); MEMMAP_IN_DRAM: the DRAM those "
+        "memmaps take; DAX_ATTR: the device's own memmap_on_memory attribute, which kmem "
+        f"consults only under the setting `global`. Example: {prog} show --json",
+    )
+    p.add_argument("--json", action="store_true", help="JSON with daxctl's key names, in bytes")
 
     p = sub.add_parser(
         "check",
         parents=[common],
         help="where each block's memmap lives, what the settings choose, node cross-check",
+        description="For every memory block of every dax device in system-ram mode: where its "
+        "memmap lives (memoryN/memmap_on_memory) and where the current settings would put it; "
+        "for every node made only of such blocks: whether /proc/zoneinfo and the node's MemTotal "
+        "agree with the blocks. Status ok (exit 0), stale: some blocks were onlined under an "
+        "earlier setting (exit 4, or 0 with --allow-stale), inconsistent: a device's blocks "
+        "disagree or the accounting contradicts them (exit 1). "
+        f"Example: {prog} check --json dax0.0",
     )
-    p.add_argument("--device", help="only this device (daxX.Y)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("device", nargs="?", help="only this device (daxX.Y)")
+    p.add_argument("--json", action="store_true", help="JSON in bytes, with a status key")
+    p.add_argument(
+        "--allow-stale",
+        action="store_true",
+        help="exit 0 when blocks only hold their memmap where an earlier setting put it",
+    )
     p.add_argument(
         "--witness",
         action="store_true",
@@ -129,40 +204,78 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "online",
         parents=[common],
-        help="reconfigure a dax device to system-ram and online its memory (libdaxctl)",
+        help="online the memory of dax devices (system-ram mode first if needed)",
+        description="Online every memory block of each device through libdaxctl, as daxctl "
+        "online-memory does; a device in devdax mode is first reconfigured to system-ram (the "
+        "hot-add, where kmem decides the memmap placement). On failure the device returns to "
+        f"its earlier state. Example: {prog} online dax0.0",
     )
-    p.add_argument("--device", required=True, help="daxX.Y")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument(
-        "--movable",
-        dest="movable",
-        action="store_true",
-        default=True,
-        help="online into ZONE_MOVABLE (default, as daxctl)",
-    )
-    group.add_argument("--no-movable", dest="movable", action="store_false")
+    _add_devices(p)
+    _add_movable(p)
 
     p = sub.add_parser(
         "offline",
         parents=[common],
-        help="offline a device's memory and reconfigure it to devdax (libdaxctl)",
+        help="offline the memory of dax devices (they stay in system-ram mode)",
+        description="Offline every memory block of each device, as daxctl offline-memory "
+        "does; the memory stays added (kmem keeps the device). On failure the blocks offlined "
+        f"on the way are onlined again. To remove the memory, use reconfigure --mode devdax. "
+        f"Example: {prog} offline all",
     )
-    p.add_argument("--device", required=True, help="daxX.Y")
+    _add_devices(p)
 
-    p = sub.add_parser("report", parents=[common], help="self-contained HTML report")
-    p.add_argument("--html", required=True, metavar="FILE")
+    p = sub.add_parser(
+        "reconfigure",
+        parents=[common],
+        help="switch dax devices between system-ram and devdax mode",
+        description="As daxctl reconfigure-device: --mode system-ram hot-adds and onlines the "
+        "memory (the same as online), --mode devdax offlines it, removes it and gives the "
+        "device back to device_dax. A re-add after a kmem setting change is how memory "
+        "already onlined gets its memmap placed anew. On failure the device returns to its "
+        f"earlier state. Example: {prog} reconfigure --mode devdax dax0.0",
+    )
+    p.add_argument(
+        "--mode",
+        required=True,
+        choices=["system-ram", "devdax"],
+        help="system-ram: memory for the kernel (kmem); devdax: the character device",
+    )
+    _add_devices(p)
+    _add_movable(p)
 
-    p = sub.add_parser("metrics", parents=[common], help="node_exporter textfile-collector metrics")
-    p.add_argument("--textfile", required=True, metavar="DIR")
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="self-contained HTML report",
+        description="Write one HTML file (no external resources) with the settings, one "
+        f"picture of memory blocks per node and the check result. Example: {prog} report "
+        "--html /tmp/memmap.html",
+    )
+    p.add_argument("--html", required=True, metavar="FILE", help="the HTML file to write")
+
+    p = sub.add_parser(
+        "metrics",
+        parents=[common],
+        help="node_exporter textfile-collector metrics",
+        description="Write DIR/pyshim.prom for node_exporter's textfile collector: memmap bytes "
+        "and memory blocks by node and memmap_node, the settings, the check status and the "
+        f"time of the run. Example: {prog} metrics --textfile /var/lib/node_exporter",
+    )
+    p.add_argument(
+        "--textfile", required=True, metavar="DIR", help="node_exporter's textfile directory"
+    )
 
     p = sub.add_parser(
         "plan",
         parents=[common],
         help="DRAM the memmap of a capacity takes with and without the setting",
+        description="How much DRAM the memmap of CAPACITY of hot-plugged memory takes, and "
+        "how much of the memory itself it takes with memmap on memory, for this machine's "
+        f"memory block size or --block-size. Example: {prog} plan --capacity 1T",
     )
     p.add_argument("--capacity", required=True, help="e.g. 512M, 1G, 1T or bytes")
     p.add_argument("--block-size", help="memory block size (default: this machine's)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON in bytes")
     return parser
 
 
@@ -173,11 +286,12 @@ class Context:
     def __init__(self, args: argparse.Namespace, env: Environment) -> None:
         self.args = args
         self.env = env
-        self.sysfs = Sysfs(getattr(args, "sysroot", "/"))
+        self.sysfs = Sysfs(check_sysroot(args.sysroot) if "sysroot" in args else "/")
         self.spec: DriverSpec = DRIVERS["dax_kmem"]
 
     def out(self, text: str) -> None:
-        self.env.stdout.write(text)
+        with _output_errors():
+            self.env.stdout.write(text)
 
     def note(self, text: str) -> None:
         self.env.stderr.write(f"pyshim: {text}\n")
@@ -192,8 +306,8 @@ def cmd_set(ctx: Context) -> int:
     spec = lookup_driver(args.driver)
     try:
         value = parse.parse_setting_word(args.value)
-    except ValueError:
-        raise UsageError(f"invalid value {args.value!r}: use on, off or global") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     sysfs = ctx.sysfs
     before = sysfs.require_driver_setting(spec)
     ctx.require_root(f"writing {sysfs.path(spec.attribute_path)}")
@@ -212,7 +326,7 @@ def cmd_set(ctx: Context) -> int:
     for name in sorted(bound):
         ctx.note(
             f"{name} is already bound to {spec.driver}: the setting applies to it after "
-            f"{logic.reonline_command(name)}"
+            f"{logic.reonline_command(ctx.env.prog, name)}"
         )
     if args.persist:
         _persist(ctx, spec, value)
@@ -247,7 +361,9 @@ def _set_error(
         which = ", ".join(bound) or "a device"
         return OperationFailed(
             f"{path}: busy: {which} bound to {spec.driver}; release with "
-            + " && ".join(f"python -m pyshim offline --device {n}" for n in bound or ["daxX.Y"])
+            + " && ".join(
+                f"{ctx.env.prog} reconfigure --mode devdax {n}" for n in bound or ["daxX.Y"]
+            )
         )
     return OperationFailed(f"cannot write {path}: {os.strerror(exc.errno)}")
 
@@ -265,7 +381,7 @@ def _persist(ctx: Context, spec: DriverSpec, value: parse.KmemSetting) -> None:
         return
     rel = f"etc/modprobe.d/{spec.name.replace('_', '-')}-memmap.conf"
     content = (
-        f"# written by {PROG} set --driver {spec.name} {value.value} --persist\n"
+        f"# written by {ctx.env.prog} set --driver {spec.name} {value.value} --persist\n"
         f"options {spec.module} {spec.parameter}={value.value}\n"
     )
     try:
@@ -289,7 +405,7 @@ def _require_block_attr(ctx: Context, snap: logic.Snapshot) -> None:
         if any(b.memmap_on_memory is None for b in blocks):
             raise MissingPrerequisite(
                 "this kernel lacks /sys/devices/system/memory/memoryN/memmap_on_memory (the "
-                "per-driver setting): build and boot the patched kernel (make kernel)"
+                f"per-driver setting): {PATCHED_KERNEL}"
             )
 
 
@@ -299,7 +415,7 @@ def cmd_show(ctx: Context) -> int:
     if snap.settings.kmem is None and sysfs.exists(ctx.spec.driver_path):
         ctx.note(
             f"this kernel lacks {sysfs.path(ctx.spec.attribute_path)} (the per-driver "
-            "setting): build and boot the patched kernel (make kernel)"
+            f"setting): {PATCHED_KERNEL}"
         )
     data = render.show_json(
         snap,
@@ -319,26 +435,36 @@ def _checked_snapshot(ctx: Context, device: str | None = None) -> tuple[logic.Sn
     if device is not None and device not in {d.name for d in snap.devices}:
         if device in snap.vanished:
             raise OperationFailed(f"{device} vanished during the scan: retry")
-        raise OperationFailed(f"no dax device {device}: see {PROG} show")
-    return snap, logic.check(snap, only=device)
+        raise OperationFailed(f"no dax device {device}: see {ctx.env.prog} show")
+    return snap, logic.check(snap, ctx.env.prog, only=device)
 
 
 def cmd_check(ctx: Context) -> int:
-    device = validate_device(ctx.args.device) if ctx.args.device else None
+    device = validate_device(ctx.args.device) if ctx.args.device is not None else None
     if ctx.args.witness:
         return _check_witness(ctx, device)
     _, result = _checked_snapshot(ctx, device)
-    ctx.out(render.to_json(result) if ctx.args.json else render.check_text(result))
-    return EXIT_FAILED if result["status"] == logic.Status.INCONSISTENT.value else EXIT_OK
+    ctx.out(render.to_json(result) if ctx.args.json else render.check_text(result, ctx.env.prog))
+    status = logic.Status(result["status"])
+    if status is logic.Status.INCONSISTENT:
+        return EXIT_FAILED
+    if status is logic.Status.STALE and not ctx.args.allow_stale:
+        return EXIT_STALE
+    return EXIT_OK
 
 
 def _check_witness(ctx: Context, device: str | None) -> int:
     from pyshim import witness  # lazy: only this option reads /proc/kcore
 
     ctx.require_root("check --witness (it reads kernel page tables through /proc/kcore)")
-    result = witness.check(ctx.sysfs, ctx.spec, device)
-    ctx.out(render.to_json(result) if ctx.args.json else witness.check_text(result))
-    return EXIT_FAILED if result["status"] == logic.Status.INCONSISTENT.value else EXIT_OK
+    result = witness.check(ctx.sysfs, ctx.spec, device, ctx.env.prog)
+    ctx.out(render.to_json(result) if ctx.args.json else witness.check_text(result, ctx.env.prog))
+    status = logic.Status(result["status"])
+    if status is logic.Status.INCONSISTENT:
+        return EXIT_FAILED
+    if status is logic.Status.STALE and not ctx.args.allow_stale:
+        return EXIT_STALE
+    return EXIT_OK
 
 
 def cmd_plan(ctx: Context) -> int:
@@ -363,11 +489,9 @@ def cmd_metrics(ctx: Context) -> int:
     if not os.path.isdir(directory):
         raise UsageError(f"textfile directory {directory} does not exist")
     snap, result = _checked_snapshot(ctx)
-    from pyshim.kernel import write_atomic
-
     path = os.path.join(directory, "pyshim.prom")
     try:
-        write_atomic(path, render.metrics_text(snap, result))
+        render.write_metrics(path, snap, result, time.time())
     except OSError as exc:
         raise OperationFailed(f"cannot write {path}: {exc.strerror}") from None
     ctx.note(f"wrote {path}")
@@ -379,6 +503,10 @@ def cmd_report(ctx: Context) -> int:
     parent = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(parent):
         raise UsageError(f"directory {parent} does not exist")
+    if os.path.isdir(target):
+        raise UsageError(
+            f"{target} is a directory: give the HTML file to write, e.g. {target}/r.html"
+        )
     snap, result = _checked_snapshot(ctx)
     from pyshim.kernel import write_atomic
 
@@ -400,8 +528,7 @@ def _daxctl_prerequisites(ctx: Context, action: str) -> None:
     ctx.require_root(action)
     if not sysfs.exists("sys/bus/dax"):
         raise MissingPrerequisite(
-            "no /sys/bus/dax: this kernel lacks dax (CONFIG_DEV_DAX); build and boot the "
-            "patched kernel (make kernel)"
+            "no /sys/bus/dax: this kernel lacks dax (boot one built with CONFIG_DEV_DAX)"
         )
     release = sysfs.osrelease() or "$(uname -r)"
     builtin = f"lib/modules/{release}/modules.builtin"
@@ -412,31 +539,57 @@ def _daxctl_prerequisites(ctx: Context, action: str) -> None:
         )
 
 
-def _find_device(ctx: Context, daxctx: Any, name: str) -> Any:
-    dev = daxctx.find(name)
-    if dev is None:
-        raise OperationFailed(f"no dax device {name}: see {PROG} show")
-    return dev
+def _device_names(ctx: Context, only_kmem: bool = False) -> list[str]:
+    """The DEVICE arguments, with `all` meaning every dax device (those bound to kmem when
+    only_kmem: offlining memory means nothing for a devdax device)."""
+    names: list[str] = ctx.args.devices
+    if names == ["all"]:
+        everything = ctx.sysfs.dax_device_names()
+        if only_kmem:
+            kmem = f"{ctx.spec.driver_path}/"
+            everything = [n for n in everything if ctx.sysfs.exists(kmem + n)]
+        return everything
+    if "all" in names:
+        raise UsageError("all stands alone: give either all or device names")
+    return [validate_device(name) for name in names]
 
 
-def _reconfigure(
-    ctx: Context, verb: str, action: Callable[[Sysfs, Any, str], dict[str, object]]
-) -> dict[str, object]:
-    """Validate the device, then run action(sysfs, libdaxctl device, name) inside a libdaxctl
-    context; libdaxctl's errors become one-line operation failures."""
+Action = Callable[[Sysfs, Any, str], dict[str, object]]
+
+
+def _for_each_device(ctx: Context, verb: str, action: Action, only_kmem: bool = False) -> int:
+    """Run action(sysfs, libdaxctl device, name) for each device inside one libdaxctl
+    context, then print the devices as daxctl does (a JSON array) and a count on stderr.
+    The first failure stops the run; devices done before it stay done, and the message
+    says which."""
     from pyshim.libdaxctl import DaxctlError
 
-    name = validate_device(ctx.args.device)
+    names = _device_names(ctx, only_kmem)
     _daxctl_prerequisites(ctx, verb)
-    library = ctx.env.library()
+    library = ctx.env.library(getattr(ctx.args, "verbose", False))
+    done: list[str] = []
+    results: list[dict[str, object]] = []
     try:
         with library.context() as daxctx:
-            return action(ctx.sysfs, _find_device(ctx, daxctx, name), name)
-    except DaxctlError as exc:
-        raise OperationFailed(str(exc)) from None
+            for name in names:
+                dev = daxctx.find(name)
+                if dev is None:
+                    raise OperationFailed(f"no dax device {name}: see {ctx.env.prog} show")
+                results.append(action(ctx.sysfs, dev, name))
+                done.append(name)
+    except (DaxctlError, PyshimError) as exc:
+        failure = exc if isinstance(exc, PyshimError) else OperationFailed(str(exc))
+        if done:
+            failure.message += f" ({verb} done for {', '.join(done)} before)"
+        raise failure from None
+    ctx.out(
+        render.to_json([_device_state(ctx, name, r) for name, r in zip(done, results, strict=True)])
+    )
+    ctx.note(f"{verb}: {len(done)} device{'s' if len(done) != 1 else ''}")
+    return EXIT_OK
 
 
-def cmd_online(ctx: Context) -> int:
+def _online(ctx: Context) -> Action:
     from pyshim import ops
 
     def online(sysfs: Sysfs, dev: Any, name: str) -> dict[str, object]:
@@ -448,9 +601,11 @@ def cmd_online(ctx: Context) -> int:
             lambda: ops.device_block_states(sysfs, name),
         )
 
-    result = _reconfigure(ctx, "online", online)
-    _report_device(ctx, ctx.args.device, result)
-    return EXIT_OK
+    return online
+
+
+def cmd_online(ctx: Context) -> int:
+    return _for_each_device(ctx, "online", _online(ctx))
 
 
 def cmd_offline(ctx: Context) -> int:
@@ -459,34 +614,46 @@ def cmd_offline(ctx: Context) -> int:
     def offline(sysfs: Sysfs, dev: Any, name: str) -> dict[str, object]:
         return ops.offline(sysfs, dev, lambda: ops.device_block_states(sysfs, name))
 
-    result = _reconfigure(ctx, "offline", offline)
-    if result.get("already"):
-        ctx.note(f"{ctx.args.device} was already in devdax mode")
-    _report_device(ctx, ctx.args.device, result)
-    return EXIT_OK
+    return _for_each_device(ctx, "offline", offline, only_kmem=True)
 
 
-def _report_device(ctx: Context, name: str, result: dict[str, object]) -> None:
+def cmd_reconfigure(ctx: Context) -> int:
+    from pyshim import ops
+
+    if ctx.args.mode == "system-ram":
+        return _for_each_device(ctx, "reconfigure to system-ram", _online(ctx))
+
+    def to_devdax(sysfs: Sysfs, dev: Any, name: str) -> dict[str, object]:
+        reonline = f"{ctx.env.prog} online {name}"
+        result = ops.to_devdax(sysfs, dev, lambda: ops.device_block_states(sysfs, name), reonline)
+        if result.get("already"):
+            ctx.note(f"{name} was already in devdax mode")
+        return result
+
+    return _for_each_device(ctx, "reconfigure to devdax", to_devdax)
+
+
+def _device_state(ctx: Context, name: str, result: dict[str, object]) -> dict[str, object]:
+    """The device as `show --json` describes it after the change (the operation's own
+    result when sysfs cannot be read back), with a one-line summary on stderr."""
     sysfs = ctx.sysfs
     try:
         dev = sysfs.dax_device(name)
         block_size = sysfs.block_size()
         blocks = [
             b
-            for i in (dev.block_indices(block_size) if dev.driver == "kmem" else [])
+            for i in (sysfs.device_blocks(dev, block_size) if dev.driver == "kmem" else [])
             if (b := sysfs.memory_block(i, zones=True)) is not None
         ]
-    except Exception:
-        ctx.out(render.to_json(result))
-        return
-    data = render.device_json(dev, blocks)
+    except (PyshimError, DeviceVanished):
+        return result
+    data = render.device_json(dev, blocks, block_size)
     if dev.driver == "kmem":
-        on_memory = sum(1 for b in blocks if b.memmap_on_memory)
         ctx.note(
             f"{name}: {data['online_memblocks']} of {data['total_memblocks']} memory blocks "
-            f"online, memmap on memory for {on_memory}"
+            f"online, memmap on memory for {data['memmap_on_memory_memblocks']}"
         )
-    ctx.out(render.to_json(data))
+    return data
 
 
 COMMANDS: dict[str, Callable[[Context], int]] = {
@@ -495,6 +662,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "check": cmd_check,
     "online": cmd_online,
     "offline": cmd_offline,
+    "reconfigure": cmd_reconfigure,
     "report": cmd_report,
     "metrics": cmd_metrics,
     "plan": cmd_plan,
@@ -505,12 +673,13 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     env = env or Environment()
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser(env.prog).parse_args(argv)
         except SystemExit as exc:  # --help
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         ctx = Context(args, env)
         code = COMMANDS[args.command](ctx)
-        env.stdout.flush()
+        with _output_errors():
+            env.stdout.flush()
         return code
     except PyshimError as exc:
         env.stderr.write(f"pyshim: error: {exc.message}\n")
@@ -531,6 +700,18 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
         return EXIT_FAILED
 
 
+@contextlib.contextmanager
+def _output_errors() -> Iterator[None]:
+    """A closed pipe stays a BrokenPipeError (quiet exit 1); any other failure to write the
+    output (closed descriptor, full disk or /dev/full) becomes a one-line failure, exit 1."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OperationFailed(f"cannot write the output: {exc.strerror}") from None
+
+
 def _silence_stdout() -> None:
     """After EPIPE, point stdout at /dev/null so that the interpreter's flush stays quiet."""
     try:
@@ -543,9 +724,10 @@ def _silence_stdout() -> None:
 
 def console_main() -> None:
     code = main()
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _silence_stdout()
-        code = code or EXIT_FAILED
+    if sys.stdout is not None:  # None when started with stdout closed
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            code = code or EXIT_FAILED
     sys.exit(code)

@@ -15,12 +15,13 @@ import contextlib
 import errno
 import os
 import re
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import stat
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 from pyshim import parse
 from pyshim.drivers import DriverSpec
-from pyshim.errors import MissingPrerequisite, OperationFailed
+from pyshim.errors import MissingPrerequisite, OperationFailed, UsageError
 from pyshim.logic import (
     DaxDevice,
     MemoryBlock,
@@ -37,7 +38,25 @@ GLOBAL_PARAM = "sys/module/memory_hotplug/parameters/memmap_on_memory"
 if TYPE_CHECKING:
     from pathlib import Path
 
+T = TypeVar("T")
+
 _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.ENODEV, errno.ENXIO)
+
+# A sysfs attribute is at most one page; procfs files such as zoneinfo grow with nodes and CPUs.
+ATTRIBUTE_LIMIT = 4096
+PROCFS_LIMIT = 16 << 20
+
+# Memory block sizes any architecture with memory hotplug uses: at least one memory section
+# (16 MiB on powerpc, the smallest), and far below a terabyte. Outside this, the file is wrong.
+MIN_BLOCK_SIZE = 16 << 20
+MAX_BLOCK_SIZE = 1 << 40
+# More memory blocks than one dax device can have on any machine (2 PiB of 128 MiB blocks).
+MAX_DEVICE_BLOCKS = 1 << 24
+
+PATCHED_KERNEL = (
+    "boot a kernel with the kmem memmap_on_memory series (kernel-patch/ in the pyshim "
+    'sources; README.md, "The kernel pyshim needs")'
+)
 _NODE_RE = re.compile(r"node([0-9]+)")
 _MEMORY_RE = re.compile(r"memory([0-9]+)")
 _MAPPING_RE = re.compile(r"mapping[0-9]+")
@@ -73,9 +92,23 @@ class Sysfs:
 
     # --- low-level reads ---------------------------------------------------------------------
 
-    def read(self, rel: str) -> str | None:
+    def read(self, rel: str, limit: int = ATTRIBUTE_LIMIT) -> str | None:
         """Text of a sysfs attribute, or None when it does not exist (or vanished)."""
-        return _read_text(os.path.join(self.root, rel))
+        return _read_text(os.path.join(self.root, rel), limit=limit)
+
+    def parsed(self, rel: str, text: str, parser: Callable[[str], T]) -> T:
+        """parser(text), or a one-line failure naming the file and the value it held."""
+        try:
+            return parser(text)
+        except ValueError as exc:
+            raise OperationFailed(
+                f"{self.path(rel)} holds {text.strip()[:40]!r}, which the kernel never writes "
+                f"there ({exc})"
+            ) from None
+
+    def read_parsed(self, rel: str, parser: Callable[[str], T]) -> T | None:
+        text = self.read(rel)
+        return None if text is None else self.parsed(rel, text, parser)
 
     def exists(self, rel: str) -> bool:
         return os.path.exists(os.path.join(self.root, rel))
@@ -97,12 +130,12 @@ class Sysfs:
     def _checked(self, rel: str) -> str:
         """The absolute path for a write, refusing anything that resolves outside the root."""
         if os.path.isabs(rel) or ".." in rel.split("/"):
-            raise ValueError(f"refusing to write outside the root: {rel}")
+            raise OperationFailed(f"refusing to write outside {self.root}: {rel}")
         path = os.path.join(self.root, rel)
         real = os.path.realpath(path)
         root = os.path.realpath(self.root)
         if root != "/" and not real.startswith(root + os.sep):
-            raise ValueError(f"refusing to write outside {self.root}: {path} -> {real}")
+            raise OperationFailed(f"refusing to write outside {self.root}: {path} -> {real}")
         return path
 
     def write_attr(self, rel: str, value: str) -> None:
@@ -131,41 +164,32 @@ class Sysfs:
     # --- settings ----------------------------------------------------------------------------
 
     def block_size(self) -> int:
-        text = self.read(f"{MEMORY}/block_size_bytes")
-        if text is None:
+        rel = f"{MEMORY}/block_size_bytes"
+        size = self.read_parsed(rel, parse.parse_block_size)
+        if size is None:
             raise MissingPrerequisite(
-                f"no {self.path(MEMORY)}/block_size_bytes: this kernel lacks memory hotplug "
-                "(CONFIG_MEMORY_HOTPLUG); build and boot the patched kernel (make kernel)"
+                f"no {self.path(rel)}: this kernel lacks memory hotplug "
+                "(boot one built with CONFIG_MEMORY_HOTPLUG)"
             )
-        try:
-            return parse.parse_block_size(text)
-        except ValueError as exc:
-            raise OperationFailed(f"{self.path(MEMORY)}/block_size_bytes: {exc}") from None
+        if not MIN_BLOCK_SIZE <= size <= MAX_BLOCK_SIZE:
+            raise OperationFailed(
+                f"{self.path(rel)} says {size} bytes, outside the {MIN_BLOCK_SIZE >> 20} MiB "
+                f"to {MAX_BLOCK_SIZE >> 40} TiB any kernel uses"
+            )
+        return size
 
     def global_mode(self) -> parse.GlobalMode | None:
-        text = self.read(GLOBAL_PARAM)
-        if text is None:
-            return None
-        try:
-            return parse.parse_global_mode(text)
-        except ValueError as exc:
-            raise OperationFailed(f"{self.path(GLOBAL_PARAM)}: {exc}") from None
+        return self.read_parsed(GLOBAL_PARAM, parse.parse_global_mode)
 
     def driver_setting(self, spec: DriverSpec) -> parse.KmemSetting | None:
-        text = self.read(spec.attribute_path)
-        if text is None:
-            return None
-        try:
-            return parse.parse_kmem_setting(text)
-        except ValueError as exc:
-            raise OperationFailed(f"{self.path(spec.attribute_path)}: {exc}") from None
+        return self.read_parsed(spec.attribute_path, parse.parse_kmem_setting)
 
     def require_driver_setting(self, spec: DriverSpec) -> parse.KmemSetting:
         """The per-driver setting, or exit 3 saying what the machine lacks."""
         if not self.exists(f"sys/bus/{spec.bus}"):
             raise MissingPrerequisite(
                 f"no {self.path('sys/bus/' + spec.bus)}: this kernel lacks the {spec.bus} bus "
-                "(CONFIG_DEV_DAX); build and boot the patched kernel (make kernel)"
+                "(boot one built with CONFIG_DEV_DAX)"
             )
         if not self.exists(spec.driver_path):
             raise MissingPrerequisite(
@@ -176,7 +200,7 @@ class Sysfs:
         if value is None:
             raise MissingPrerequisite(
                 f"this kernel lacks {self.path(spec.attribute_path)} (the per-driver setting): "
-                "build and boot the patched kernel (make kernel)"
+                f"{PATCHED_KERNEL}"
             )
         return value
 
@@ -233,35 +257,54 @@ class Sysfs:
         node_text = self.read(f"{base}/target_node")
         if size_text is None or node_text is None:
             raise DeviceVanished(name)
-        size = parse.parse_int(size_text)
+        size = self.parsed(f"{base}/size", size_text, parse.parse_int)
         ranges: list[tuple[int, int]] = []
         for entry in sorted(self.listdir(base)):
             if not _MAPPING_RE.fullmatch(entry):
                 continue
-            start_text = self.read(f"{base}/{entry}/start")
-            end_text = self.read(f"{base}/{entry}/end")
-            if start_text is None or end_text is None:
+            start = self.read_parsed(f"{base}/{entry}/start", parse.parse_hex)
+            end = self.read_parsed(f"{base}/{entry}/end", parse.parse_hex)
+            if start is None or end is None:
                 continue
-            ranges.append((parse.parse_hex(start_text), parse.parse_hex(end_text) + 1))
+            if end < start:
+                raise OperationFailed(
+                    f"{self.path(base)}/{entry}: end {end:#x} lies before start {start:#x}"
+                )
+            ranges.append((start, end + 1))
         if not ranges:
-            resource = self.read(f"{base}/resource")
-            if resource is None:
+            start = self.read_parsed(f"{base}/resource", parse.parse_hex)
+            if start is None:
                 raise DeviceVanished(name)
-            start = parse.parse_hex(resource)
             ranges.append((start, start + size))
+        covered = sum(end - start for start, end in ranges)
+        if covered != size:
+            raise OperationFailed(
+                f"{self.path(base)}: its mappings cover {covered} bytes but size says {size}"
+            )
         driver_link = self.readlink(f"{base}/driver")
-        align = self.read(f"{base}/align")
-        mom = self.read(f"{base}/memmap_on_memory")
         return DaxDevice(
             name=name,
             driver=os.path.basename(driver_link) if driver_link else None,
-            target_node=parse.parse_int(node_text),
+            target_node=self.parsed(f"{base}/target_node", node_text, parse.parse_int),
             size=size,
             ranges=tuple(ranges),
-            align=parse.parse_int(align) if align is not None else None,
-            memmap_on_memory=parse.parse_bit(mom) if mom is not None else None,
+            align=self.read_parsed(f"{base}/align", parse.parse_int),
+            memmap_on_memory=self.read_parsed(f"{base}/memmap_on_memory", parse.parse_bit),
             region=self.region_kind(name),
         )
+
+    def device_blocks(self, dev: DaxDevice, block_size: int) -> list[int]:
+        """The device's memory block indices, refusing counts no machine has (a corrupt
+        size or mapping would otherwise build a list of a billion indices)."""
+        count = sum(
+            max(0, end // block_size - -(-start // block_size)) for start, end in dev.ranges
+        )
+        if count > MAX_DEVICE_BLOCKS:
+            raise OperationFailed(
+                f"{self.path(DAX_DEVICES)}/{dev.name} spans {count} memory blocks of "
+                f"{block_size} bytes, more than any machine has: its size or mappings are wrong"
+            )
+        return dev.block_indices(block_size)
 
     def memory_block(self, index: int, zones: bool = False) -> MemoryBlock | None:
         """One memory block, or None when memoryN does not exist (or vanished)."""
@@ -285,21 +328,29 @@ class Sysfs:
             if fd is not None:
                 os.close(fd)
 
-    @staticmethod
-    def memory_block_at(fd: int | None, index: int, zones: bool = False) -> MemoryBlock | None:
+    def memory_block_at(
+        self, fd: int | None, index: int, zones: bool = False
+    ) -> MemoryBlock | None:
+        """memoryN read relative to the memory directory fd; None when the block does not
+        exist or vanished, a failure naming the file when it exists but is incomplete."""
         if fd is None:
             return None
         base = f"memory{index}/"
-        state = _read_text(base + "state", fd)
+        shown = f"{self.path(MEMORY)}/{base}"
+        state = _read_text(base + "state", fd, shown=shown + "state")
         if state is None:
+            if os.path.isdir(shown):
+                raise OperationFailed(f"{shown} has no state file: not a complete memory block")
             return None
-        mom = _read_text(base + "memmap_on_memory", fd)
-        valid_zones = _read_text(base + "valid_zones", fd) if zones else None
+        mom_text = _read_text(base + "memmap_on_memory", fd, shown=shown + "memmap_on_memory")
+        mom = None
+        if mom_text is not None:
+            mom = self.parsed(f"{MEMORY}/{base}memmap_on_memory", mom_text, parse.parse_bit)
+        valid_zones = None
+        if zones:
+            valid_zones = _read_text(base + "valid_zones", fd, shown=shown + "valid_zones")
         return MemoryBlock(
-            index,
-            state.strip(),
-            (mom.strip() == "1") if mom is not None else None,
-            valid_zones.strip() if valid_zones is not None else None,
+            index, state.strip(), mom, valid_zones.strip() if valid_zones is not None else None
         )
 
     def node_blocks(self) -> dict[int, set[int]]:
@@ -317,7 +368,7 @@ class Sysfs:
         return result
 
     def accounting(self, nodes: list[int]) -> dict[int, NodeAccounting]:
-        zoneinfo_text = self.read("proc/zoneinfo")
+        zoneinfo_text = self.read("proc/zoneinfo", limit=PROCFS_LIMIT)
         zones = parse.parse_zoneinfo(zoneinfo_text) if zoneinfo_text else {}
         result: dict[int, NodeAccounting] = {}
         for node in nodes:
@@ -348,37 +399,93 @@ class Sysfs:
                 continue
             with self.memory_dir() as fd:
                 read = self.memory_block_at
-                found = (read(fd, i, zones) for i in dev.block_indices(settings.block_size))
+                indices = self.device_blocks(dev, settings.block_size)
+                found = (read(fd, i, zones) for i in indices)
                 blocks[name] = [blk for blk in found if blk is not None]
         node_blocks = self.node_blocks()
         acct = self.accounting(sorted(node_blocks)) if accounting else {}
-        return Snapshot(settings, devices, blocks, node_blocks, acct, vanished)
+        return Snapshot(
+            settings, devices, blocks, node_blocks, acct, vanished, self.node_distances()
+        )
+
+    def node_distances(self) -> dict[int, dict[int, int]]:
+        """{node: {other: distance}} from nodeN/distance, whose columns follow the online
+        node list; nodes without the file (hand-made trees, !NUMA) are left out."""
+        online = self.read_parsed(f"{NODES}/online", parse.parse_node_list) or []
+        result: dict[int, dict[int, int]] = {}
+        for node in online:
+            rel = f"{NODES}/node{node}/distance"
+            row = self.read_parsed(rel, parse.parse_distances)
+            if row is None:
+                continue
+            if len(row) != len(online):
+                raise OperationFailed(
+                    f"{self.path(rel)} lists {len(row)} distances for {len(online)} online nodes"
+                )
+            result[node] = dict(zip(online, row, strict=True))
+        return result
 
 
-def _read_text(path: str, dir_fd: int | None = None) -> str | None:
-    """Read a kernel file (relative to dir_fd when given); None when it does not exist or
-    vanished while being read, exit 3 when only root may read it."""
+def _read_text(
+    path: str, dir_fd: int | None = None, limit: int = ATTRIBUTE_LIMIT, shown: str | None = None
+) -> str | None:
+    """Read a kernel file (relative to dir_fd when given; `shown` is its name for messages).
+
+    None when it does not exist or vanished while being read; exit 3 when only root may read
+    it. Never blocks and never reads without bound: the open is non-blocking (a FIFO planted
+    in a tree would otherwise hang), anything but a regular file is refused, and more than
+    `limit` bytes means it is not the kernel file it claims to be.
+    """
+    name = shown or path
     try:
-        fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in _MISSING:
             return None
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise MissingPrerequisite(
-                f"cannot read {path}: run as root (the kernel makes it root-only)"
+                f"cannot read {name}: run as root (the kernel makes it root-only)"
             ) from None
-        raise OperationFailed(f"cannot read {path}: {exc.strerror}") from None
+        raise OperationFailed(f"cannot read {name}: {exc.strerror}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OperationFailed(f"{name} is not a regular file, so not the kernel's file")
         chunks = []
-        while data := os.read(fd, 65536):
+        size = 0
+        while size <= limit and (data := os.read(fd, limit + 1 - size)):
             chunks.append(data)
+            size += len(data)
     except OSError as exc:
         if exc.errno in _MISSING:
             return None
-        raise OperationFailed(f"cannot read {path}: {exc.strerror}") from None
+        raise OperationFailed(f"cannot read {name}: {exc.strerror}") from None
     finally:
         os.close(fd)
+    if size > limit:
+        raise OperationFailed(f"{name} holds more than {limit} bytes, so not the kernel's file")
     return b"".join(chunks).decode("utf-8", "replace")
+
+
+def check_sysroot(root: str) -> str:
+    """The --sysroot directory, or a usage error saying what is wrong with it (instead of
+    letting a typo read as "this kernel lacks memory hotplug")."""
+    if not root:
+        raise UsageError("--sysroot is empty: give / or a directory holding sys/ and proc/")
+    try:
+        mode = os.stat(root).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"--sysroot {root}: symlink loop") from None
+        if exc.errno == errno.ENOENT:
+            raise UsageError(f"--sysroot {root} does not exist") from None
+        raise UsageError(f"--sysroot {root}: {exc.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        raise UsageError(f"--sysroot {root} is not a directory")
+    if not os.path.isdir(os.path.join(root, "sys")):
+        raise UsageError(
+            f"--sysroot {root} has no sys/ directory: give / or a recorded tree (lsmem-style)"
+        )
+    return root
 
 
 def _dax_sort_key(name: str) -> tuple[int, int]:

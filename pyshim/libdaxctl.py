@@ -23,6 +23,12 @@ from pyshim.errors import MissingPrerequisite
 
 SONAME = "libdaxctl.so.1"
 
+# syslog priorities as libdaxctl compares them (it logs a message when priority >= its level).
+# Quiet by default so that pyshim's one-line error is all the user sees; --verbose shows
+# libdaxctl's own debug lines on stderr as daxctl -v does.
+LOG_QUIET = 0
+LOG_DEBUG = 7
+
 
 def _fix_for(err: int, device: str) -> str:
     if err in (errno.EPERM, errno.EACCES):
@@ -73,7 +79,8 @@ def declarations() -> str:
 class Library:
     """libdaxctl opened through cffi; MissingPrerequisite when cffi or the library is absent."""
 
-    def __init__(self, soname: str = SONAME) -> None:
+    def __init__(self, soname: str = SONAME, verbose: bool = False) -> None:
+        self.log_priority = LOG_DEBUG if verbose else LOG_QUIET
         try:
             from cffi import FFI
         except ImportError:
@@ -102,7 +109,12 @@ class Context:
         holder = self.ffi.new("struct daxctl_ctx **")
         check(int(self.lib.daxctl_new(holder)), "ctx", "daxctl_new")
         self._ctx = holder[0]
+        self.lib.daxctl_set_log_priority(self._ctx, self._library.log_priority)
         return self
+
+    @property
+    def log_priority(self) -> int:
+        return int(self.lib.daxctl_get_log_priority(self._ctx))
 
     def __exit__(self, *exc: object) -> None:
         if self._ctx is not None:

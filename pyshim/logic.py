@@ -17,8 +17,8 @@ STRUCT_PAGE_SIZE = 64
 PMD_SIZE = 2 << 20
 PAGEBLOCK_PAGES = PMD_SIZE // PAGE_SIZE  # pageblock_order 9 on x86_64
 
-# Region default of daxX.Y/memmap_on_memory in 6.12: dax_cxl devices 1, hmem and pmem 0.
-REGION_DEFAULTS = {"cxl": True, "hmem": False, "pmem": False, "unknown": False}
+# Format version of every JSON document pyshim prints; raised on incompatible changes.
+JSON_VERSION = 1
 
 
 def memmap_bytes(block_size: int) -> int:
@@ -74,37 +74,30 @@ class Decision(NamedTuple):
 
 def decide(
     device_attr: bool,
-    region: str,
     kmem: KmemSetting,
     global_mode: GlobalMode | None,
-    supported: bool,
+    unsupported_reason: str | None,
 ) -> Decision:
-    """The decision table of DESIGN.md, seen from userspace.
+    """Where kmem puts the memmap of a device it hot-adds now: DESIGN.md contract v2.
 
-    The kernel's table depends on whether the admin *wrote* daxX.Y/memmap_on_memory, which
-    sysfs does not show. Approximation: a value equal to the region default (cxl 1, hmem/pmem
-    0) is taken as not written, any other value as written. It is exact except for an admin
-    who wrote the default value itself (writing 0 to an hmem device under kmem `on`, or 1 to
-    a cxl device under kmem `off`); for those the result here is the kmem setting's.
-    Under kmem `global` no approximation is needed: 6.12 uses the attribute AND the global
-    parameter, whether the attribute was written or not.
+    `global` is exactly 6.12 (daxX.Y/memmap_on_memory AND memory_hotplug.memmap_on_memory);
+    `on` is every device whenever this configuration can; `off` is never. The device
+    attribute counts only under `global`. unsupported_reason is None when this kernel
+    configuration and block size can hold the memmap on the block, else why not.
     """
-    if not supported:
-        return Decision(False, "this kernel configuration cannot place the memmap on memory")
-    default = REGION_DEFAULTS.get(region, False)
-    global_on = global_mode is not None and global_mode.enabled
-    if kmem is KmemSetting.GLOBAL:
-        value = device_attr and global_on
-        return Decision(
-            value,
-            f"kmem global: device attribute {int(device_attr)} and "
-            f"memory_hotplug.memmap_on_memory={global_mode.value if global_mode else 'absent'}",
-        )
-    if device_attr != default:
-        return Decision(device_attr, f"device attribute {int(device_attr)} written by the admin")
+    if kmem is KmemSetting.OFF:
+        return Decision(False, "kmem off: never on the hot-plugged memory")
+    if unsupported_reason is not None:
+        return Decision(False, f"this configuration cannot: {unsupported_reason}")
     if kmem is KmemSetting.ON:
-        return Decision(True, "kmem on")
-    return Decision(False, "kmem off")
+        return Decision(True, "kmem on: on the hot-plugged memory for every device")
+    global_word = global_mode.value if global_mode is not None else "absent"
+    global_on = global_mode is not None and global_mode.enabled
+    return Decision(
+        device_attr and global_on,
+        f"kmem global (the 6.12 rule): device attribute memmap_on_memory={int(device_attr)} "
+        f"and memory_hotplug.memmap_on_memory={global_word}",
+    )
 
 
 # --- machine snapshot records (filled by kernel.py) ------------------------------------------
@@ -178,6 +171,26 @@ class Snapshot(NamedTuple):
     node_blocks: dict[int, set[int]]  # node -> memory block indices on it
     accounting: dict[int, NodeAccounting]
     vanished: list[str]
+    distances: dict[int, dict[int, int]]  # node -> {other node: nodeN/distance}
+
+    def boot_memory_nodes(self) -> set[int]:
+        """Nodes with memory blocks that no dax device added: the machine's own memory."""
+        dax = {blk.number for blocks in self.blocks.values() for blk in blocks}
+        return {node for node, members in self.node_blocks.items() if members - dax}
+
+    def memmap_node(self, node: int, on_memory: bool, boot: set[int]) -> int | None:
+        """The node whose memory holds the memmap of a dax block on `node`: the block's own
+        node when it is on memory, else the nearest node with boot memory (where the kernel
+        falls back when the new node has no memory yet; DESIGN.md), None if unknown.
+        `boot` is boot_memory_nodes(), computed once by the caller: it walks every block."""
+        if on_memory or node in boot:
+            return node
+        if len(boot) == 1:
+            return next(iter(boot))
+        row = self.distances.get(node, {})
+        if not boot or any(other not in row for other in boot):
+            return None
+        return min(sorted(boot), key=lambda other: row[other])
 
 
 # --- check -------------------------------------------------------------------------------------
@@ -189,27 +202,26 @@ class Status(enum.Enum):
     INCONSISTENT = "inconsistent"
 
 
-def reonline_command(device: str) -> str:
-    return (
-        f"python -m pyshim offline --device {device} && python -m pyshim online --device {device}"
-    )
+def reonline_command(prog: str, device: str) -> str:
+    """Remove the device's memory and add it again: placement is decided at the hot-add."""
+    return f"{prog} reconfigure --mode devdax {device} && {prog} online {device}"
 
 
 def location(on_memory: bool) -> str:
     return "memory" if on_memory else "dram"
 
 
-def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
+def check(snapshot: Snapshot, prog: str, only: str | None = None) -> dict[str, object]:
     """Per block: where its memmap lives, what the settings would choose; per node: accounting.
 
     A block whose memmap is not where the current settings would put it was onlined under an
-    earlier setting: "stale", not an error (the fix is to re-online the device). A device with
-    mixed blocks, or a node whose accounting disagrees with the blocks' attribute, is
-    "inconsistent" (exit 1).
+    earlier setting: "stale" (the fix is to re-online the device). A device with mixed blocks,
+    or a node whose accounting disagrees with the blocks' attribute, is "inconsistent": the
+    kernel and its own accounting disagree. The CLI maps the worst status to the exit code.
     """
     settings = snapshot.settings
-    supported = settings.unsupported_reason is None
-    per_block = settings.pages_per_block
+    on_block_bytes = settings.pages_per_block * PAGE_SIZE
+    in_dram_bytes = memmap_bytes(settings.block_size)
     kmem = settings.kmem or KmemSetting.GLOBAL
     devices_out: list[dict[str, object]] = []
     owned: dict[int, tuple[str, bool | None, str]] = {}  # block -> (device, on memory, state)
@@ -225,7 +237,7 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
             "mode": dev.mode,
             "target_node": dev.target_node,
             "region": dev.region,
-            "memmap_on_memory": dev.memmap_on_memory,
+            "memmap_on_memory_attribute": attribute_json(dev.memmap_on_memory),
         }
         if dev.driver != "kmem":
             entry.update(
@@ -239,7 +251,7 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
             devices_out.append(entry)
             continue
         decision = decide(
-            bool(dev.memmap_on_memory), dev.region, kmem, settings.global_mode, supported
+            bool(dev.memmap_on_memory), kmem, settings.global_mode, settings.unsupported_reason
         )
         block_out: list[dict[str, object]] = []
         values: set[bool] = set()
@@ -255,7 +267,7 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
                     "memory": blk.number,
                     "state": blk.state,
                     "memmap": location(on_mem),
-                    "memmap_pages": per_block if on_mem else 0,
+                    "memmap_bytes": on_block_bytes if on_mem else in_dram_bytes,
                     "status": block_status.value,
                 }
             )
@@ -269,7 +281,7 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
             )
         elif stale:
             status = Status.STALE
-            fix = reonline_command(dev.name)
+            fix = reonline_command(prog, dev.name)
         entry.update(
             expected_memmap_on_memory=decision.memmap_on_memory,
             reason=decision.reason,
@@ -288,12 +300,27 @@ def check(snapshot: Snapshot, only: str | None = None) -> dict[str, object]:
             continue
         if only is not None and not any(owned.get(i, ("",))[0] == only for i in members):
             continue
-        node_entry = _check_node(node, members, owned, snapshot, per_block)
+        node_entry = _check_node(node, members, owned, snapshot, settings.pages_per_block)
         nodes_out.append(node_entry)
         if node_entry["status"] == Status.INCONSISTENT.value:
             worst = _worse(worst, Status.INCONSISTENT)
 
+    # Without node directories listing a device's blocks there is no accounting to compare:
+    # say so instead of a silent ok.
+    listed = set().union(*snapshot.node_blocks.values())
+    for dev in snapshot.devices:
+        blocks = snapshot.blocks.get(dev.name, [])
+        wanted = only is None or dev.name == only
+        if wanted and blocks and not any(blk.number in listed for blk in blocks):
+            unlisted = _node_entry(dev.target_node, None)
+            unlisted.update(
+                status="skipped",
+                reason=f"no node directory lists the memory blocks of {dev.name}",
+            )
+            nodes_out.append(unlisted)
+
     return {
+        "version": JSON_VERSION,
         "settings": settings_json(settings),
         "devices": devices_out,
         "nodes": nodes_out,
@@ -307,48 +334,61 @@ def _worse(a: Status, b: Status) -> Status:
     return a if order.index(a) >= order.index(b) else b
 
 
+def _node_entry(node: int, total_memblocks: int | None) -> dict[str, object]:
+    return {
+        "node": node,
+        "total_memblocks": total_memblocks,
+        "online_memblocks": None,
+        "memmap_on_memory_memblocks": None,
+        "present_bytes": None,
+        "managed_bytes": None,
+        "present_minus_managed_bytes": None,
+        "expected_present_minus_managed_bytes": None,
+        "memtotal_bytes": None,
+        "expected_memtotal_bytes": None,
+        "status": None,
+        "reason": None,
+    }
+
+
 def _check_node(
     node: int,
     members: set[int],
     owned: dict[int, tuple[str, bool | None, str]],
     snapshot: Snapshot,
-    per_block: int,
+    pages_per_block: int,
 ) -> dict[str, object]:
-    block_kb = snapshot.settings.block_size >> 10
+    block_size = snapshot.settings.block_size
     hotplugged = all(i in owned for i in members)
     online = [owned[i] for i in members if i in owned and owned[i][2] == "online"]
     on_memory = sum(1 for _, mom, _ in online if mom)
-    entry: dict[str, object] = {
-        "node": node,
-        "total_memblocks": len(members),
-        "online_memblocks": len(online) if hotplugged else None,
-        "memmap_on_memory_memblocks": on_memory if hotplugged else None,
-        "present_pages": None,
-        "managed_pages": None,
-        "present_minus_managed": None,
-        "expected_present_minus_managed": None,
-        "memtotal_kb": None,
-        "expected_memtotal_kb": None,
-        "status": None,
-        "reason": None,
-    }
+    entry = _node_entry(node, len(members))
+    entry.update(
+        online_memblocks=len(online) if hotplugged else None,
+        memmap_on_memory_memblocks=on_memory if hotplugged else None,
+    )
     acct = snapshot.accounting.get(node)
     if not hotplugged:
         entry.update(status="skipped", reason="node has boot memory or memory not from dax kmem")
         return entry
-    expected_diff = on_memory * per_block
-    expected_total = len(online) * block_kb - expected_diff * (4096 >> 10)
+    expected_diff = on_memory * pages_per_block * PAGE_SIZE
+    expected_total = len(online) * block_size - expected_diff
     diff = None
+    present = managed = None
     if acct is not None and acct.present_pages is not None and acct.managed_pages is not None:
-        diff = acct.present_pages - acct.managed_pages
-    memtotal = acct.memtotal_kb if acct is not None else None
+        present = acct.present_pages * PAGE_SIZE
+        managed = acct.managed_pages * PAGE_SIZE
+        diff = present - managed
+    memtotal = (
+        acct.memtotal_kb * 1024 if acct is not None and acct.memtotal_kb is not None else None
+    )
     entry.update(
-        present_pages=acct.present_pages if acct else None,
-        managed_pages=acct.managed_pages if acct else None,
-        present_minus_managed=diff,
-        expected_present_minus_managed=expected_diff,
-        memtotal_kb=memtotal,
-        expected_memtotal_kb=expected_total,
+        present_bytes=present,
+        managed_bytes=managed,
+        present_minus_managed_bytes=diff,
+        expected_present_minus_managed_bytes=expected_diff,
+        memtotal_bytes=memtotal,
+        expected_memtotal_bytes=expected_total,
     )
     problems: list[str] = []
     if diff is None and memtotal is None:
@@ -356,11 +396,11 @@ def _check_node(
         return entry
     if diff is not None and diff != expected_diff:
         problems.append(
-            f"zoneinfo present-managed is {diff} pages, the blocks' memmap_on_memory "
+            f"zoneinfo present-managed is {diff} bytes, the blocks' memmap_on_memory "
             f"attributes say {expected_diff}"
         )
     if memtotal is not None and memtotal != expected_total:
-        problems.append(f"MemTotal is {memtotal} kB, expected {expected_total} kB")
+        problems.append(f"MemTotal is {memtotal} bytes, expected {expected_total} bytes")
     if problems:
         entry.update(status=Status.INCONSISTENT.value, reason="; ".join(problems))
     else:
@@ -368,12 +408,18 @@ def _check_node(
     return entry
 
 
+def attribute_json(value: bool | None) -> int | None:
+    """A 0/1 sysfs attribute as the kernel shows it (None when the file is absent)."""
+    return None if value is None else int(value)
+
+
 def settings_json(settings: Settings) -> dict[str, object]:
     return {
         "kmem_memmap_on_memory": settings.kmem.value if settings.kmem else None,
         "global_memmap_on_memory": settings.global_mode.value if settings.global_mode else None,
-        "memory_block_size": settings.block_size,
-        "memmap_pages_per_block": settings.pages_per_block,
+        "memory_block_size_bytes": settings.block_size,
+        "memmap_bytes_per_block": memmap_bytes(settings.block_size),
+        "memmap_on_memory_bytes_per_block": settings.pages_per_block * PAGE_SIZE,
         "supported": settings.unsupported_reason is None,
         "unsupported_reason": settings.unsupported_reason,
     }
@@ -390,24 +436,25 @@ def plan(capacity: int, block_size: int, force: bool = False) -> dict[str, objec
     per_block_device = memmap_pages(block_size, force) * PAGE_SIZE
     reason = memmap_support(block_size, force)
     without = {
-        "dram_memmap": blocks * per_block_dram,
-        "device_memmap": 0,
-        "usable": usable,
+        "dram_memmap_bytes": blocks * per_block_dram,
+        "device_memmap_bytes": 0,
+        "usable_bytes": usable,
     }
     with_setting: dict[str, object] = {
         "possible": reason is None,
         "reason": reason,
-        "dram_memmap": 0 if reason is None else blocks * per_block_dram,
-        "device_memmap": blocks * per_block_device if reason is None else 0,
-        "usable": usable - blocks * per_block_device if reason is None else usable,
+        "dram_memmap_bytes": 0 if reason is None else blocks * per_block_dram,
+        "device_memmap_bytes": blocks * per_block_device if reason is None else 0,
+        "usable_bytes": usable - blocks * per_block_device if reason is None else usable,
     }
     return {
-        "capacity": capacity,
-        "memory_block_size": block_size,
+        "version": JSON_VERSION,
+        "capacity_bytes": capacity,
+        "memory_block_size_bytes": block_size,
         "memblocks": blocks,
-        "unusable_tail": capacity - usable,
-        "memmap_per_block": per_block_dram,
+        "unusable_tail_bytes": capacity - usable,
+        "memmap_bytes_per_block": per_block_dram,
         "without_memmap_on_memory": without,
         "with_memmap_on_memory": with_setting,
-        "dram_saved": blocks * per_block_dram if reason is None else 0,
+        "dram_saved_bytes": blocks * per_block_dram if reason is None else 0,
     }

@@ -1,4 +1,5 @@
-"""online/offline: what `daxctl reconfigure-device` does, with rollback on a half-done change.
+"""online, offline and back to devdax: what `daxctl online-memory`, `offline-memory` and
+`reconfigure-device` do, with rollback on a half-done change.
 
 The steps go through libdaxctl (libdaxctl.py); the only direct sysfs writes are the per-block
 rollback writes (kernel.Sysfs.write_attr), which libdaxctl cannot do per block. Interfaces
@@ -49,7 +50,7 @@ def device_block_states(sysfs: Sysfs, device: str) -> dict[int, str]:
     except Exception:
         return {}
     states: dict[int, str] = {}
-    for index in dev.block_indices(block_size):
+    for index in sysfs.device_blocks(dev, block_size):
         blk = sysfs.memory_block(index)
         if blk is not None:
             states[index] = blk.state
@@ -138,16 +139,35 @@ def _rollback_online(
         elif "disabled" in changed:
             dev.enable_devdax()
     except (DaxctlError, KernelWriteError, OperationFailed) as exc:
-        return (
-            f"rollback failed too ({exc}): {dev.name} may be left half-configured; "
-            f"run python -m pyshim offline --device {dev.name}"
-        )
+        return f"rollback failed too ({exc}): {dev.name} may be left half-configured"
     earlier = "devdax mode" if was_enabled else "disabled"
     return f"{dev.name} returned to its earlier state ({earlier})"
 
 
 def offline(sysfs: Sysfs, dev: DeviceLike, states: BlockStates) -> dict[str, object]:
-    """Offline all blocks of `dev` and reconfigure it back to devdax; undo on failure."""
+    """Offline every memory block of `dev`, as `daxctl offline-memory` does: the device stays
+    in system-ram mode with its memory added. On failure the blocks offlined on the way are
+    onlined again."""
+    mem = dev.memory() if dev.enabled else None
+    if mem is None:
+        raise OperationFailed(
+            f"{dev.name} is not in system-ram mode, so it has no memory to offline"
+        )
+    _offline_blocks(sysfs, dev, mem, states)
+    return {
+        "chardev": dev.name,
+        "mode": "system-ram",
+        "online_memblocks": mem.online_blocks,
+        "total_memblocks": mem.num_blocks,
+    }
+
+
+def to_devdax(
+    sysfs: Sysfs, dev: DeviceLike, states: BlockStates, reonline: str
+) -> dict[str, object]:
+    """Offline all blocks of `dev`, remove its memory and give it back to devdax, as
+    `daxctl reconfigure-device -m devdax` does; a failure while offlining onlines the blocks
+    again, and `reonline` is the command that brings a device left disabled back."""
     mem = dev.memory() if dev.enabled else None
     if mem is None:
         if not dev.enabled:
@@ -156,6 +176,21 @@ def offline(sysfs: Sysfs, dev: DeviceLike, states: BlockStates) -> dict[str, obj
             except DaxctlError as exc:
                 raise _as_failure(exc) from None
         return {"chardev": dev.name, "mode": "devdax", "already": True}
+    _offline_blocks(sysfs, dev, mem, states)
+    try:
+        dev.disable()
+    except DaxctlError as exc:
+        raise _as_failure(exc) from None
+    try:
+        dev.enable_devdax()
+    except DaxctlError as exc:
+        raise OperationFailed(
+            f"{exc}; {dev.name} is now disabled: {reonline} brings it back as system-ram"
+        ) from None
+    return {"chardev": dev.name, "mode": "devdax", "already": False}
+
+
+def _offline_blocks(sysfs: Sysfs, dev: DeviceLike, mem: MemoryLike, states: BlockStates) -> None:
     before = states()
     was_movable = mem.movable
     try:
@@ -174,18 +209,6 @@ def offline(sysfs: Sysfs, dev: DeviceLike, states: BlockStates) -> dict[str, obj
             else ""
         )
         raise type(failure)(f"{failure.message}{hint}; {restored}") from None
-    try:
-        dev.disable()
-    except DaxctlError as exc:
-        raise _as_failure(exc) from None
-    try:
-        dev.enable_devdax()
-    except DaxctlError as exc:
-        raise OperationFailed(
-            f"{exc}; {dev.name} is now disabled: python -m pyshim online --device {dev.name} "
-            "brings it back as system-ram"
-        ) from None
-    return {"chardev": dev.name, "mode": "devdax", "already": False}
 
 
 def _reonline(sysfs: Sysfs, before: dict[int, str], states: BlockStates, movable: bool) -> str:

@@ -30,41 +30,28 @@ class GlobalMode(enum.Enum):
         return self is not GlobalMode.OFF
 
 
-def kstrtobool(text: str) -> bool:
-    """Mirror lib/kstrtox.c kstrtobool(): only the first one or two characters count.
-
-    y/Y/t/T/1 -> True, n/N/f/F/0 -> False, "on"/"of..." (case-insensitive) -> True/False.
-    """
-    if not text:
-        raise ValueError("empty boolean")
-    first = text[0]
-    if first in "yYtT1":
-        return True
-    if first in "nNfF0":
-        return False
-    if first in "oO" and len(text) > 1:
-        second = text[1]
-        if second in "nN":
-            return True
-        if second in "fF":
-            return False
-    raise ValueError(f"not a boolean: {text!r}")
-
-
-def _strip_one_newline(text: str) -> str:
-    return text[:-1] if text.endswith("\n") else text
+# What `pyshim set` accepts, exactly as typed: the three setting words and the strict boolean
+# spellings. The kernel's kstrtobool looks at one or two characters only ("force", "yellow" and
+# "1234" would pass), so the shim does not hand it anything outside this table.
+SETTING_WORDS: dict[str, KmemSetting] = {
+    "global": KmemSetting.GLOBAL,
+    "on": KmemSetting.ON,
+    "off": KmemSetting.OFF,
+    "1": KmemSetting.ON,
+    "0": KmemSetting.OFF,
+    "yes": KmemSetting.ON,
+    "no": KmemSetting.OFF,
+    "true": KmemSetting.ON,
+    "false": KmemSetting.OFF,
+}
 
 
 def parse_setting_word(text: str) -> KmemSetting:
-    """Parse a word the kmem attribute accepts: global, on, off or a kstrtobool spelling.
-
-    This mirrors what the patched kernel's store() accepts (sysfs_streq for "global", then
-    kstrtobool), so that `pyshim set` refuses exactly what the kernel would refuse with EINVAL.
-    """
-    word = _strip_one_newline(text)
-    if word == "global":
-        return KmemSetting.GLOBAL
-    return KmemSetting.ON if kstrtobool(word) else KmemSetting.OFF
+    """The setting a word of SETTING_WORDS names; ValueError naming the words otherwise."""
+    setting = SETTING_WORDS.get(text)
+    if setting is None:
+        raise ValueError(f"invalid value {text!r}: use one of {', '.join(SETTING_WORDS)}")
+    return setting
 
 
 def parse_kmem_setting(text: str) -> KmemSetting:
@@ -122,7 +109,31 @@ def parse_bit(text: str) -> bool:
     raise ValueError(f"expected 0 or 1, got {text!r}")
 
 
-_SIZE_RE = re.compile(r"([0-9]+)\s*([kKmMgGtTpP]?)(?:i?[bB])?")
+# 19 digits reach 2^63; more would only be a typo (and Python refuses ints past 4300 digits).
+def parse_node_list(text: str) -> list[int]:
+    """Parse a sysfs node list such as /sys/devices/system/node/online: "0-1,3" -> [0, 1, 3]."""
+    nodes: list[int] = []
+    for part in text.strip().split(","):
+        match = re.fullmatch(r"([0-9]{1,4})(?:-([0-9]{1,4}))?", part)
+        if match is None:
+            raise ValueError(f"not a node list: {text!r}")
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        if last < first:
+            raise ValueError(f"not a node list: {text!r}")
+        nodes.extend(range(first, last + 1))
+    return nodes
+
+
+def parse_distances(text: str) -> list[int]:
+    """Parse nodeN/distance: one decimal distance per online node, space separated."""
+    words = text.split()
+    if not words or not all(re.fullmatch(r"[0-9]{1,3}", w) for w in words):
+        raise ValueError(f"not a distance list: {text!r}")
+    return [int(w) for w in words]
+
+
+_SIZE_RE = re.compile(r"([0-9]{1,19})\s*([kKmMgGtTpP]?)(?:i?[bB])?")
 _SIZE_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyshim.logic import (
+    JSON_VERSION,
+    PAGE_SIZE,
     DaxDevice,
     MemoryBlock,
     Snapshot,
+    attribute_json,
     location,
     memmap_bytes,
     memmap_pages,
@@ -16,14 +18,12 @@ from pyshim.logic import (
 )
 from pyshim.parse import GlobalMode, KmemSetting, format_size
 
-_FLAT = json.JSONEncoder(separators=(", ", ": "))
-
 
 def _is_flat(value: object) -> bool:
     return isinstance(value, dict) and not any(isinstance(v, dict | list) for v in value.values())
 
 
-def _pretty(value: object, indent: str, out: list[str], one_line: bool = False) -> None:
+def _pretty(value: object, indent: str, out: list[str], flat: Any, one_line: bool = False) -> None:
     """Indented JSON, except that the flat objects of a "blocks" list take one line each.
 
     json.dumps(indent=...) falls back to the pure-Python encoder, which costs more than all
@@ -35,29 +35,31 @@ def _pretty(value: object, indent: str, out: list[str], one_line: bool = False) 
         out.append("{\n")
         last = len(value) - 1
         for i, (key, item) in enumerate(value.items()):
-            out.append(f"{inner}{json.dumps(key)}: ")
-            _pretty(item, inner, out, key == "blocks")
+            out.append(f"{inner}{flat.encode(key)}: ")
+            _pretty(item, inner, out, flat, key == "blocks")
             out.append(",\n" if i < last else "\n")
         out.append(indent + "}")
     elif isinstance(value, list) and value:
         out.append("[\n")
         last = len(value) - 1
-        encode = _FLAT.encode
+        encode = flat.encode
         for i, item in enumerate(value):
             out.append(inner)
             if one_line and _is_flat(item):
                 out.append(encode(item))
             else:
-                _pretty(item, inner, out)
+                _pretty(item, inner, out, flat)
             out.append(",\n" if i < last else "\n")
         out.append(indent + "]")
     else:
-        out.append(json.dumps(value))
+        out.append(flat.encode(value))
 
 
 def to_json(data: object) -> str:
+    import json  # here, not at the top: text output never needs it (start-up time)
+
     out: list[str] = []
-    _pretty(data, "", out)
+    _pretty(data, "", out, json.JSONEncoder(separators=(", ", ": ")))
     out.append("\n")
     return "".join(out)
 
@@ -65,12 +67,28 @@ def to_json(data: object) -> str:
 # --- show --------------------------------------------------------------------------------------
 
 
-def device_json(dev: DaxDevice, blocks: list[MemoryBlock]) -> dict[str, object]:
-    """One device with daxctl's key names (chardev, size, target_node, align, mode, ...)."""
+def memmap_placement(blocks: list[MemoryBlock]) -> str | None:
+    """Where the memmap of these blocks lives, read from memoryN/memmap_on_memory:
+    memory, dram, mixed, or None without blocks (or on a kernel without the attribute)."""
+    values = {b.memmap_on_memory for b in blocks}
+    if not blocks or None in values:
+        return None
+    if len(values) > 1:
+        return "mixed"
+    return location(values.pop() is True)
+
+
+def device_json(dev: DaxDevice, blocks: list[MemoryBlock], block_size: int) -> dict[str, object]:
+    """One device with daxctl's key names (chardev, size, target_node, align, mode, ...),
+    then where its memmap lives according to its blocks, in memory blocks and bytes."""
     online = [b for b in blocks if b.state == "online"]
     movable: bool | None = None
     if online and all(b.valid_zones is not None for b in online):
         movable = all(b.valid_zones == "Movable" for b in online)
+    ram = dev.driver == "kmem"
+    on_memory = sum(1 for b in blocks if b.memmap_on_memory)
+    in_dram = sum(1 for b in blocks if b.memmap_on_memory is False)
+    per_block = memmap_bytes(block_size)
     return {
         "chardev": dev.name,
         "size": dev.size,
@@ -80,22 +98,27 @@ def device_json(dev: DaxDevice, blocks: list[MemoryBlock]) -> dict[str, object]:
         "state": "enabled" if dev.driver else "disabled",
         "driver": dev.driver,
         "region": dev.region,
-        "memmap_on_memory": dev.memmap_on_memory,
-        "online_memblocks": len(online) if dev.driver == "kmem" else None,
-        "total_memblocks": len(blocks) if dev.driver == "kmem" else None,
+        "online_memblocks": len(online) if ram else None,
+        "total_memblocks": len(blocks) if ram else None,
         "movable": movable,
-        "memmap_on_memory_memblocks": (
-            sum(1 for b in blocks if b.memmap_on_memory) if dev.driver == "kmem" else None
-        ),
+        "memmap": memmap_placement(blocks) if ram else None,
+        "memmap_on_memory_memblocks": on_memory if ram else None,
+        "memmap_in_dram_memblocks": in_dram if ram else None,
+        "memmap_in_dram_bytes": in_dram * per_block if ram else None,
+        "memmap_on_memory_attribute": attribute_json(dev.memmap_on_memory),
     }
 
 
 def show_json(snapshot: Snapshot, extra: dict[str, object]) -> dict[str, object]:
     settings = settings_json(snapshot.settings)
     settings.update(extra)
+    block_size = snapshot.settings.block_size
     return {
+        "version": JSON_VERSION,
         "settings": settings,
-        "devices": [device_json(d, snapshot.blocks.get(d.name, [])) for d in snapshot.devices],
+        "devices": [
+            device_json(d, snapshot.blocks.get(d.name, []), block_size) for d in snapshot.devices
+        ],
         "vanished": list(snapshot.vanished),
     }
 
@@ -110,41 +133,56 @@ def _word(value: object) -> str:
     return str(value)
 
 
+def compact_size(value: int) -> str:
+    """A size as one awk field (512MiB), where format_size's "512 MiB" would be two."""
+    return format_size(value).replace(" ", "")
+
+
+# Column headers of `show`: MEMMAP is where the blocks' memmap lives (memoryN/memmap_on_memory);
+# DAX_ATTR is the device's own memmap_on_memory attribute, which kmem consults only under
+# `global` and which says nothing about where an already onlined memmap went.
+SHOW_COLUMNS = [
+    "DEVICE",
+    "MODE",
+    "NODE",
+    "REGION",
+    "SIZE",
+    "BLOCKS",
+    "MOVABLE",
+    "MEMMAP",
+    "MEMMAP_IN_DRAM",
+    "DAX_ATTR",
+]
+
+
 def show_text(data: dict[str, Any]) -> str:
     s = data["settings"]
     kmem = s["kmem_memmap_on_memory"] or "absent (stock kernel)"
     lines = [
         f"memory_hotplug.memmap_on_memory  {_word(s['global_memmap_on_memory'])}",
         f"kmem memmap_on_memory            {kmem} (kmem {s['kmem_module']})",
-        f"memory block size                {format_size(s['memory_block_size'])} "
-        f"(memmap {format_size(memmap_bytes(s['memory_block_size']))} per block)",
+        f"memory block size                {format_size(s['memory_block_size_bytes'])} "
+        f"(memmap {format_size(s['memmap_bytes_per_block'])} per block)",
         f"auto_online_blocks               {_word(s['auto_online_blocks'])}",
     ]
     if not s["supported"]:
         lines.append(f"memmap on memory impossible:     {s['unsupported_reason']}")
-    rows = [("DEVICE", "MODE", "NODE", "REGION", "SIZE", "MEMMAP_ON_MEMORY", "BLOCKS", "MOVABLE")]
+    rows: list[list[str]] = [SHOW_COLUMNS]
     for d in data["devices"]:
-        blocks = (
-            f"{d['online_memblocks']}/{d['total_memblocks']}"
-            if d["total_memblocks"] is not None
-            else "-"
-        )
-        mode = d["mode"] if d["state"] == "enabled" else "disabled"
+        ram = d["total_memblocks"] is not None
         rows.append(
-            (
+            [
                 d["chardev"],
-                mode,
+                d["mode"] if d["state"] == "enabled" else "disabled",
                 str(d["target_node"]),
                 d["region"],
-                format_size(d["size"]),
-                _word(
-                    d["memmap_on_memory"]
-                    if d["memmap_on_memory"] is None
-                    else int(d["memmap_on_memory"])
-                ),
-                blocks,
+                compact_size(d["size"]),
+                f"{d['online_memblocks']}/{d['total_memblocks']}" if ram else "-",
                 _word(d["movable"]),
-            )
+                _word(d["memmap"]),
+                compact_size(d["memmap_in_dram_bytes"]) if ram else "-",
+                _word(d["memmap_on_memory_attribute"]),
+            ]
         )
     if len(rows) > 1:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -158,13 +196,17 @@ def show_text(data: dict[str, Any]) -> str:
 # --- check -------------------------------------------------------------------------------------
 
 
-def check_text(result: dict[str, Any]) -> str:
+def _size(value: int | None) -> str:
+    return "-" if value is None else compact_size(value)
+
+
+def check_text(result: dict[str, Any], prog: str) -> str:
     lines: list[str] = []
     for d in result["devices"]:
         if d["mode"] != "system-ram":
             lines.append(
                 f"{d['chardev']}  {d['status']}  node {d['target_node']}: no memory blocks "
-                f"(online it with: python -m pyshim online --device {d['chardev']})"
+                f"(online it with: {prog} online {d['chardev']})"
             )
             continue
         blocks = d["blocks"]
@@ -189,9 +231,10 @@ def check_text(result: dict[str, Any]) -> str:
             lines.append(f"node {n['node']}: cross-check skipped ({n['reason']})")
             continue
         lines.append(
-            f"node {n['node']}: present-managed {_word(n['present_minus_managed'])} pages "
-            f"(expected {n['expected_present_minus_managed']}), MemTotal "
-            f"{_word(n['memtotal_kb'])} kB (expected {n['expected_memtotal_kb']}): {n['status']}"
+            f"node {n['node']}: present-managed {_size(n['present_minus_managed_bytes'])} "
+            f"(expected {_size(n['expected_present_minus_managed_bytes'])}), MemTotal "
+            f"{_size(n['memtotal_bytes'])} (expected {_size(n['expected_memtotal_bytes'])}): "
+            f"{n['status']}"
         )
         if n["status"] != "ok":
             lines.append(f"  {n['reason']}")
@@ -206,19 +249,23 @@ def plan_text(p: dict[str, Any]) -> str:
     w = p["with_memmap_on_memory"]
     wo = p["without_memmap_on_memory"]
     lines = [
-        f"capacity {format_size(p['capacity'])} = {p['memblocks']} memory blocks of "
-        f"{format_size(p['memory_block_size'])}"
-        + (f" ({format_size(p['unusable_tail'])} tail unusable)" if p["unusable_tail"] else ""),
-        f"memmap: {format_size(p['memmap_per_block'])} per block",
-        f"without memmap_on_memory: DRAM {format_size(wo['dram_memmap'])}, "
-        f"device 0 B, usable {format_size(wo['usable'])}",
+        f"capacity {format_size(p['capacity_bytes'])} = {p['memblocks']} memory blocks of "
+        f"{format_size(p['memory_block_size_bytes'])}"
+        + (
+            f" ({format_size(p['unusable_tail_bytes'])} tail unusable)"
+            if p["unusable_tail_bytes"]
+            else ""
+        ),
+        f"memmap: {format_size(p['memmap_bytes_per_block'])} per block",
+        f"without memmap_on_memory: DRAM {format_size(wo['dram_memmap_bytes'])}, "
+        f"device 0 B, usable {format_size(wo['usable_bytes'])}",
     ]
     if w["possible"]:
         lines.append(
-            f"with memmap_on_memory:    DRAM 0 B, device {format_size(w['device_memmap'])}, "
-            f"usable {format_size(w['usable'])}"
+            f"with memmap_on_memory:    DRAM 0 B, device {format_size(w['device_memmap_bytes'])}, "
+            f"usable {format_size(w['usable_bytes'])}"
         )
-        lines.append(f"DRAM saved: {format_size(p['dram_saved'])}")
+        lines.append(f"DRAM saved: {format_size(p['dram_saved_bytes'])}")
     else:
         lines.append(f"with memmap_on_memory:    not possible: {w['reason']}")
     return "\n".join(lines) + "\n"
@@ -227,136 +274,212 @@ def plan_text(p: dict[str, Any]) -> str:
 # --- metrics -----------------------------------------------------------------------------------
 
 
-def node_memmap(snapshot: Snapshot) -> dict[int, dict[str, int]]:
-    """{node: {"memory": pages, "dram": pages, "memory_blocks": n, "dram_blocks": n}}."""
+def memmap_by_node(snapshot: Snapshot) -> dict[tuple[int, str], tuple[int, int]]:
+    """{(node, memmap_node): (memory blocks, memmap bytes)} over the blocks of dax devices in
+    system-ram mode; memmap_node is "unknown" when the DRAM node cannot be told."""
     settings = snapshot.settings
-    on_pages = memmap_pages(settings.block_size, settings.force)
-    dram_pages = memmap_bytes(settings.block_size) // 4096
+    on_block = memmap_pages(settings.block_size, settings.force) * PAGE_SIZE
+    in_dram = memmap_bytes(settings.block_size)
     block_node = {i: n for n, members in snapshot.node_blocks.items() for i in members}
-    result: dict[int, dict[str, int]] = {}
+    boot = snapshot.boot_memory_nodes()
+    result: dict[tuple[int, str], tuple[int, int]] = {}
     for dev in snapshot.devices:
         for blk in snapshot.blocks.get(dev.name, []):
             node = block_node.get(blk.number, dev.target_node)
-            entry = result.setdefault(
-                node, {"memory": 0, "dram": 0, "memory_blocks": 0, "dram_blocks": 0}
-            )
-            where = location(bool(blk.memmap_on_memory))
-            entry[where] += on_pages if blk.memmap_on_memory else dram_pages
-            entry[f"{where}_blocks"] += 1
+            on_memory = bool(blk.memmap_on_memory)
+            home = snapshot.memmap_node(node, on_memory, boot)
+            key = (node, "unknown" if home is None else str(home))
+            blocks, size = result.get(key, (0, 0))
+            result[key] = (blocks + 1, size + (on_block if on_memory else in_dram))
     return result
 
 
-def metrics_text(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
+def write_metrics(path: str, snapshot: Snapshot, check_result: dict[str, Any], now: float) -> None:
+    """node_exporter textfile-collector metrics in base units, written atomically by
+    prometheus_client (a temporary file next to `path`, then a rename)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
     settings = snapshot.settings
-    out: list[str] = []
-
-    def metric(name: str, help_text: str, samples: list[tuple[str, int]]) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} gauge")
-        for labels, value in samples:
-            out.append(f"{name}{labels} {value}")
-
-    per_node = node_memmap(snapshot)
-    samples: list[tuple[str, int]] = []
-    for node in sorted(per_node):
-        for where in ("memory", "dram"):
-            samples.append((f'{{node="{node}",location="{where}"}}', per_node[node][where]))
-    metric(
-        "pyshim_memmap_pages",
-        "Pages of struct page (memmap) for dax kmem memory blocks, by node and where they "
-        "live: memory = on the hot-plugged block itself, dram = allocated elsewhere.",
-        samples,
+    per_node = memmap_by_node(snapshot)
+    memmap = Gauge(
+        "pyshim_memmap_bytes",
+        "Memmap (struct page) of dax kmem memory blocks on node, held by memmap_node: the "
+        "same node when it lives on the blocks, else the nearest node with boot memory.",
+        ["node", "memmap_node"],
+        registry=registry,
     )
-    metric(
+    blocks = Gauge(
+        "pyshim_memory_blocks",
+        "dax kmem memory blocks on node whose memmap memmap_node holds.",
+        ["node", "memmap_node"],
+        registry=registry,
+    )
+    for (node, home), (count, size) in sorted(per_node.items()):
+        memmap.labels(node=str(node), memmap_node=home).set(size)
+        blocks.labels(node=str(node), memmap_node=home).set(count)
+    Gauge(
         "pyshim_memory_block_size_bytes",
         "Memory block size (/sys/devices/system/memory/block_size_bytes).",
-        [("", settings.block_size)],
-    )
-    metric(
+        registry=registry,
+    ).set(settings.block_size)
+    kmem = Gauge(
         "pyshim_kmem_memmap_on_memory",
-        "Per-driver setting /sys/bus/dax/drivers/kmem/memmap_on_memory (1 on the current value).",
-        [
-            (f'{{setting="{s.value}"}}', int(settings.kmem is s))
-            for s in (KmemSetting.GLOBAL, KmemSetting.ON, KmemSetting.OFF)
-        ],
+        "1 for the current value of /sys/bus/dax/drivers/kmem/memmap_on_memory.",
+        ["setting"],
+        registry=registry,
     )
-    metric(
+    for setting in KmemSetting:
+        kmem.labels(setting=setting.value).set(int(settings.kmem is setting))
+    global_mode = Gauge(
         "pyshim_global_memmap_on_memory",
-        "memory_hotplug.memmap_on_memory (1 on the current value).",
-        [
-            (f'{{setting="{g.value}"}}', int(settings.global_mode is g))
-            for g in (GlobalMode.ON, GlobalMode.OFF, GlobalMode.FORCE)
-        ],
+        "1 for the current value of memory_hotplug.memmap_on_memory.",
+        ["setting"],
+        registry=registry,
     )
-    stale = sum(1 for d in check_result["devices"] for b in d["blocks"] if b["status"] == "stale")
-    metric(
-        "pyshim_stale_memblocks",
-        "Blocks whose memmap is not where the current settings would put it.",
-        [("", stale)],
+    for mode in GlobalMode:
+        global_mode.labels(setting=mode.value).set(int(settings.global_mode is mode))
+    status = Gauge(
+        "pyshim_check_status",
+        "1 for the result of pyshim check: ok, stale (memmaps where an earlier setting put "
+        "them) or inconsistent (blocks or node accounting disagree).",
+        ["status"],
+        registry=registry,
     )
-    metric(
-        "pyshim_check_inconsistent",
-        "1 when pyshim check finds mixed blocks or node accounting that disagrees.",
-        [("", int(check_result["status"] == "inconsistent"))],
-    )
-    return "\n".join(out) + "\n"
+    for value in ("ok", "stale", "inconsistent"):
+        status.labels(status=value).set(int(check_result["status"] == value))
+    Gauge(
+        "pyshim_stale_memory_blocks",
+        "Memory blocks whose memmap is not where the current settings would put it.",
+        registry=registry,
+    ).set(sum(1 for d in check_result["devices"] for b in d["blocks"] if b["status"] == "stale"))
+    Gauge(
+        "pyshim_last_run_timestamp_seconds",
+        "When pyshim metrics last read the machine (Unix time).",
+        registry=registry,
+    ).set(now)
+    write_to_textfile(path, registry)
 
 
 # --- report ------------------------------------------------------------------------------------
 
 
-def report_html(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
-    import jinja2  # imported here: only `report` needs it
+# Width in pixels of the largest node's picture; other nodes are drawn to the same scale.
+REPORT_WIDTH = 900
+REPORT_BAR_HEIGHT = 28
 
-    settings = snapshot.settings
+
+class Run(NamedTuple):
+    """Consecutive memory blocks of one node that look the same in the report."""
+
+    first: int  # block index
+    blocks: int
+    kind: str  # memory (memmap on the block), dram (memmap elsewhere), boot
+    state: str
+    device: str | None
+
+
+def block_runs(snapshot: Snapshot, members: list[int]) -> list[Run]:
     owner: dict[int, tuple[str, MemoryBlock]] = {}
     for dev in snapshot.devices:
         for blk in snapshot.blocks.get(dev.name, []):
             owner[blk.number] = (dev.name, blk)
-    cell, gap, columns = 12, 2, 64
-    nodes = []
+    runs: list[Run] = []
+    key: tuple[str, str, str | None]
+    for index in members:
+        if index in owner:
+            device, blk = owner[index]
+            key = (location(bool(blk.memmap_on_memory)), blk.state, device)
+        else:
+            key = ("boot", "online", None)
+        last = runs[-1] if runs else None
+        if (
+            last
+            and last.first + last.blocks == index
+            and (last.kind, last.state, last.device) == key
+        ):
+            runs[-1] = last._replace(blocks=last.blocks + 1)
+        else:
+            runs.append(Run(index, 1, *key))
+    return runs
+
+
+def report_html(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
+    """One picture per node, all to one scale: runs of equal blocks merged into one bar, the
+    memmap's share of blocks that hold it drawn inside them, and for memmaps in DRAM the node
+    that pays for them."""
+    import jinja2  # imported here: only `report` needs it
+
+    settings = snapshot.settings
     per_block = memmap_bytes(settings.block_size)
+    share = memmap_pages(settings.block_size, settings.force) * PAGE_SIZE / settings.block_size
+    spans = {
+        node: max(members) - min(members) + 1
+        for node, members in snapshot.node_blocks.items()
+        if members
+    }
+    scale = REPORT_WIDTH / max(spans.values(), default=1)
+    pays: dict[int, int] = {}  # DRAM node -> bytes of other nodes' memmaps it holds
+    boot_nodes = snapshot.boot_memory_nodes()
+    nodes = []
     saved_total = 0
-    for node in sorted(snapshot.node_blocks):
+    for node in sorted(spans):
         members = sorted(snapshot.node_blocks[node])
-        if not members:
-            continue
-        cells = []
+        base = members[0]
+        bars = []
         on_memory = dram = boot = 0
-        for pos, index in enumerate(members):
-            x = (pos % columns) * (cell + gap)
-            y = (pos // columns) * (cell + gap)
-            if index in owner:
-                device, blk = owner[index]
-                kind = location(bool(blk.memmap_on_memory))
-                if kind == "memory":
-                    on_memory += 1
-                else:
-                    dram += 1
-                title = f"memory{index} ({device}, {blk.state}): memmap on {kind}"
-                state = blk.state
+        dram_homes: dict[str, int] = {}
+        for run in block_runs(snapshot, members):
+            x = (run.first - base) * scale
+            width = max(run.blocks * scale, 1.0)
+            last = run.first + run.blocks - 1
+            size = format_size(run.blocks * settings.block_size)
+            if run.kind == "boot":
+                boot += run.blocks
+                title = f"memory{run.first}-{last}: boot memory, {size}"
             else:
-                kind, state = "boot", "online"
-                boot += 1
-                title = f"memory{index}: boot memory"
-            cells.append({"x": x, "y": y, "kind": kind, "state": state, "title": title})
-        rows = -(-len(members) // columns)
+                title = (
+                    f"memory{run.first}-{last} ({run.device}, {run.state}): {run.blocks} blocks, "
+                    f"{size}, memmap {'on the blocks' if run.kind == 'memory' else 'in DRAM'}"
+                )
+                if run.kind == "memory":
+                    on_memory += run.blocks
+                else:
+                    dram += run.blocks
+                    home = snapshot.memmap_node(node, False, boot_nodes)
+                    label = "an unknown node" if home is None else f"node {home}"
+                    dram_homes[label] = dram_homes.get(label, 0) + run.blocks * per_block
+                    if home is not None:
+                        pays[home] = pays.get(home, 0) + run.blocks * per_block
+            bars.append(
+                {
+                    "x": round(x, 2),
+                    "width": round(width, 2),
+                    "memmap_width": round(max(width * share, 1.0), 2),
+                    "kind": run.kind,
+                    "state": run.state,
+                    "title": title,
+                }
+            )
         saved = on_memory * per_block
         saved_total += saved
         nodes.append(
             {
                 "node": node,
-                "cells": cells,
-                "width": min(len(members), columns) * (cell + gap),
-                "height": rows * (cell + gap),
-                "cell": cell,
+                "bars": bars,
+                "width": round(spans[node] * scale, 2),
+                "height": REPORT_BAR_HEIGHT,
+                "size": format_size(len(members) * settings.block_size),
                 "on_memory": on_memory,
                 "dram": dram,
                 "boot": boot,
                 "saved": format_size(saved),
-                "dram_used": format_size(dram * per_block),
+                "dram_homes": [(k, format_size(v)) for k, v in sorted(dram_homes.items())],
             }
         )
+    for entry in nodes:
+        held = pays.get(int(str(entry["node"])), 0)
+        entry["pays"] = format_size(held) if held else None
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pyshim", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -370,4 +493,5 @@ def report_html(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
         nodes=nodes,
         saved_total=format_size(saved_total),
         check=check_result,
+        scale=format_size(int(settings.block_size / scale)),
     )

@@ -346,13 +346,13 @@ def witness_blocks(
 # --- check --witness ---------------------------------------------------------------------------
 
 
-def check(sysfs: Sysfs, spec: DriverSpec, only: str | None) -> dict[str, Any]:
+def check(sysfs: Sysfs, spec: DriverSpec, only: str | None, prog: str) -> dict[str, Any]:
     """logic.check with the witness: per block, the attribute (patched kernels) must say what
     the page tables say; the node accounting is checked against the attribute, or against the
     witness where the kernel has no attribute (stock 6.12)."""
     snap = sysfs.snapshot(spec)
     if only is not None and only not in {d.name for d in snap.devices}:
-        raise OperationFailed(f"no dax device {only}: see python -m pyshim show")
+        raise OperationFailed(f"no dax device {only}: see {prog} show")
     hotplugged = {b.number for blocks in snap.blocks.values() for b in blocks}
     layout, witnesses = witness_blocks(sysfs, sorted(hotplugged), hotplugged)
     by_block = {w.memory: w for w in witnesses}
@@ -366,7 +366,7 @@ def check(sysfs: Sysfs, spec: DriverSpec, only: str | None) -> dict[str, Any]:
         ]
         for name, blocks in snap.blocks.items()
     }
-    result = logic.check(snap._replace(blocks=effective), only=only)
+    result = logic.check(snap._replace(blocks=effective), prog, only=only)
     inconsistent = logic.Status.INCONSISTENT.value
     devices = cast(list[dict[str, Any]], result["devices"])
     for dev in devices:
@@ -401,7 +401,7 @@ def check(sysfs: Sysfs, spec: DriverSpec, only: str | None) -> dict[str, Any]:
     return result
 
 
-def check_text(result: dict[str, Any]) -> str:
+def check_text(result: dict[str, Any], prog: str) -> str:
     w = result["witness"]
     lines = [
         f"memmap of each block from the page tables ({w['paging_levels']}-level, vmemmap_base "
@@ -422,4 +422,4 @@ def check_text(result: dict[str, Any]) -> str:
                 f"{' '.join(blk['memmap_phys']) or '-'} ({'/'.join(blk['mapping']) or '-'} "
                 f"pages): {where}; attribute {attribute}: {blk['status']}"
             )
-    return "\n".join(lines) + "\n" + render.check_text(result)
+    return "\n".join(lines) + "\n" + render.check_text(result, prog)

@@ -12,6 +12,8 @@ packages=(
 	qemu-system-x86 ndctl daxctl libdaxctl1 util-linux
 	# the shim's virtual environment
 	python3-venv
+	# pyshim report rendered and checked in a real browser (tests/unit/test_report_browser.py)
+	chromium
 )
 
 missing=()

@@ -10,6 +10,7 @@ struct daxctl_memory;
 int daxctl_new(struct daxctl_ctx **ctx);
 void daxctl_unref(struct daxctl_ctx *ctx);
 void daxctl_set_log_priority(struct daxctl_ctx *ctx, int priority);
+int daxctl_get_log_priority(struct daxctl_ctx *ctx);
 
 struct daxctl_region *daxctl_region_get_first(struct daxctl_ctx *ctx);
 struct daxctl_region *daxctl_region_get_next(struct daxctl_region *region);

@@ -72,3 +72,51 @@ def test_real_context_lists_devices() -> None:
         names = [dev.name for dev in ctx.devices()]
         assert all(re.fullmatch(r"dax[0-9]+\.[0-9]+", n) for n in names)
         assert ctx.find("dax999.999") is None
+
+
+class RecordingLib:
+    """libdaxctl's context calls, recorded (the real library cannot show an unref)."""
+
+    def __init__(self, ffi: object) -> None:
+        self.ffi = ffi
+        self.calls: list[str] = []
+        self.priority = 3  # libdaxctl's default, LOG_ERR
+
+    def daxctl_new(self, holder: object) -> int:
+        self.calls.append("new")
+        holder[0] = self.ffi.cast("struct daxctl_ctx *", 1)  # type: ignore[attr-defined, index]
+        return 0
+
+    def daxctl_set_log_priority(self, ctx: object, priority: int) -> None:
+        self.priority = priority
+
+    def daxctl_get_log_priority(self, ctx: object) -> int:
+        return self.priority
+
+    def daxctl_unref(self, ctx: object) -> None:
+        self.calls.append("unref")
+
+
+@pytest.mark.parametrize(("verbose", "priority"), [(False, 0), (True, 7)])
+def test_context_sets_log_priority_and_unrefs(verbose: bool, priority: int) -> None:
+    cffi = pytest.importorskip("cffi")
+    library = libdaxctl.Library.__new__(libdaxctl.Library)
+    library.ffi = cffi.FFI()
+    library.ffi.cdef(libdaxctl.declarations())
+    library.lib = RecordingLib(library.ffi)
+    library.log_priority = libdaxctl.LOG_DEBUG if verbose else libdaxctl.LOG_QUIET
+    with library.context() as ctx:
+        assert ctx.log_priority == priority
+    assert library.lib.calls == ["new", "unref"]
+
+
+def test_real_library_is_quiet_unless_verbose() -> None:
+    pytest.importorskip("cffi")
+    try:
+        quiet, loud = libdaxctl.Library(), libdaxctl.Library(verbose=True)
+    except MissingPrerequisite:
+        pytest.skip("libdaxctl.so.1 is not installed")
+    with quiet.context() as ctx:
+        assert ctx.log_priority == libdaxctl.LOG_QUIET
+    with loud.context() as ctx:
+        assert ctx.log_priority == libdaxctl.LOG_DEBUG

@@ -38,81 +38,81 @@ def test_x86_block_sizes_support_memmap_on_memory(shift: int) -> None:
     assert logic.memmap_pages(block) * 4096 == block // 64
 
 
-def cxl_or(region: str) -> bool:
-    return logic.REGION_DEFAULTS[region]
+NOT_ALIGNED = "the memmap of one memory block is not pageblock aligned"
 
 
 @pytest.mark.parametrize(
-    ("attr", "region", "kmem", "global_mode", "expected"),
+    ("attr", "kmem", "global_mode", "expected"),
     [
-        # kmem global: exactly 6.12 (attribute AND global parameter)
-        (True, "cxl", KmemSetting.GLOBAL, GlobalMode.OFF, False),
-        (True, "cxl", KmemSetting.GLOBAL, GlobalMode.ON, True),
-        (True, "cxl", KmemSetting.GLOBAL, GlobalMode.FORCE, True),
-        (False, "hmem", KmemSetting.GLOBAL, GlobalMode.ON, False),
-        (True, "hmem", KmemSetting.GLOBAL, GlobalMode.ON, True),
-        (True, "cxl", KmemSetting.GLOBAL, None, False),
-        # kmem on: yes unless the admin wrote 0 (seen as: differs from the region default)
-        (False, "hmem", KmemSetting.ON, GlobalMode.OFF, True),
-        (True, "cxl", KmemSetting.ON, GlobalMode.OFF, True),
-        (False, "cxl", KmemSetting.ON, GlobalMode.OFF, False),
-        (True, "pmem", KmemSetting.ON, GlobalMode.OFF, True),
-        # kmem off: no unless the admin wrote 1
-        (True, "cxl", KmemSetting.OFF, GlobalMode.ON, False),
-        (False, "hmem", KmemSetting.OFF, GlobalMode.ON, False),
-        (True, "hmem", KmemSetting.OFF, GlobalMode.OFF, True),
+        # kmem global: exactly 6.12, device attribute AND global parameter
+        (True, KmemSetting.GLOBAL, GlobalMode.OFF, False),
+        (True, KmemSetting.GLOBAL, GlobalMode.ON, True),
+        (True, KmemSetting.GLOBAL, GlobalMode.FORCE, True),
+        (False, KmemSetting.GLOBAL, GlobalMode.ON, False),
+        (False, KmemSetting.GLOBAL, GlobalMode.FORCE, False),
+        (True, KmemSetting.GLOBAL, None, False),
+        # kmem on: on memory whatever the device attribute and the global parameter say
+        (False, KmemSetting.ON, GlobalMode.OFF, True),
+        (True, KmemSetting.ON, GlobalMode.OFF, True),
+        (False, KmemSetting.ON, None, True),
+        # kmem off: never, whatever the device attribute and the global parameter say
+        (True, KmemSetting.OFF, GlobalMode.ON, False),
+        (True, KmemSetting.OFF, GlobalMode.FORCE, False),
+        (False, KmemSetting.OFF, GlobalMode.OFF, False),
     ],
 )
 def test_decision_table(
-    attr: bool, region: str, kmem: KmemSetting, global_mode: GlobalMode | None, expected: bool
+    attr: bool, kmem: KmemSetting, global_mode: GlobalMode | None, expected: bool
 ) -> None:
-    assert logic.decide(attr, region, kmem, global_mode, True).memmap_on_memory is expected
+    assert logic.decide(attr, kmem, global_mode, None).memmap_on_memory is expected
 
 
-@given(
-    st.booleans(),
-    st.sampled_from(sorted(logic.REGION_DEFAULTS)),
-    st.sampled_from(list(KmemSetting)),
-    st.sampled_from([None, *GlobalMode]),
-)
+@given(st.booleans(), st.sampled_from(list(KmemSetting)), st.sampled_from([None, *GlobalMode]))
 def test_unsupported_never_on_memory(
-    attr: bool, region: str, kmem: KmemSetting, global_mode: GlobalMode | None
+    attr: bool, kmem: KmemSetting, global_mode: GlobalMode | None
 ) -> None:
-    assert not logic.decide(attr, region, kmem, global_mode, False).memmap_on_memory
+    decision = logic.decide(attr, kmem, global_mode, NOT_ALIGNED)
+    assert not decision.memmap_on_memory
+    if kmem is not KmemSetting.OFF:
+        assert NOT_ALIGNED in decision.reason
 
 
-@given(
-    st.booleans(), st.sampled_from(sorted(logic.REGION_DEFAULTS)), st.sampled_from(list(GlobalMode))
-)
-def test_written_value_wins_under_on_and_off(attr: bool, region: str, gm: GlobalMode) -> None:
-    """A value different from the region default counts as written and wins (on/off)."""
-    if attr == logic.REGION_DEFAULTS[region]:
-        return
+@given(st.sampled_from([None, *GlobalMode]))
+def test_device_attribute_counts_only_under_global(global_mode: GlobalMode | None) -> None:
+    """Contract v2: no written-attribute state; under on/off the attribute changes nothing."""
     for kmem in (KmemSetting.ON, KmemSetting.OFF):
-        assert logic.decide(attr, region, kmem, gm, True).memmap_on_memory is attr
+        with_attr = logic.decide(True, kmem, global_mode, None)
+        without_attr = logic.decide(False, kmem, global_mode, None)
+        assert with_attr == without_attr
+        assert "attribute" not in with_attr.reason
+
+
+def test_global_reason_names_both_inputs() -> None:
+    reason = logic.decide(True, KmemSetting.GLOBAL, GlobalMode.OFF, None).reason
+    assert "memmap_on_memory=1" in reason and "memory_hotplug.memmap_on_memory=N" in reason
 
 
 def test_plan_1t() -> None:
     p = logic.plan(1 << 40, 128 * MIB)
     assert p["memblocks"] == 8192
     assert p["without_memmap_on_memory"] == {
-        "dram_memmap": 16 << 30,
-        "device_memmap": 0,
-        "usable": 1 << 40,
+        "dram_memmap_bytes": 16 << 30,
+        "device_memmap_bytes": 0,
+        "usable_bytes": 1 << 40,
     }
     with_setting = p["with_memmap_on_memory"]
     assert isinstance(with_setting, dict)
-    assert with_setting["device_memmap"] == 16 << 30
-    assert with_setting["dram_memmap"] == 0
-    assert p["dram_saved"] == 16 << 30
+    assert with_setting["device_memmap_bytes"] == 16 << 30
+    assert with_setting["dram_memmap_bytes"] == 0
+    assert p["dram_saved_bytes"] == 16 << 30
 
 
 def test_plan_tail_and_impossible() -> None:
     p = logic.plan(300 * MIB, 128 * MIB)
     assert p["memblocks"] == 2
-    assert p["unusable_tail"] == 44 * MIB
+    assert p["unusable_tail_bytes"] == 44 * MIB
     q = logic.plan(1 << 30, 64 * MIB)
-    assert q["dram_saved"] == 0
+    assert q["dram_saved_bytes"] == 0
     assert q["with_memmap_on_memory"]["possible"] is False  # type: ignore[index]
 
 
@@ -122,6 +122,49 @@ def test_plan_conserves_capacity(capacity: int, shift: int) -> None:
     p = logic.plan(capacity, block)
     w = p["with_memmap_on_memory"]
     assert isinstance(w, dict)
-    assert w["usable"] + w["device_memmap"] + p["unusable_tail"] == capacity
-    assert p["dram_saved"] == p["without_memmap_on_memory"]["dram_memmap"]  # type: ignore[index]
-    assert p["dram_saved"] * 64 == p["memblocks"] * block
+    assert w["usable_bytes"] + w["device_memmap_bytes"] + p["unusable_tail_bytes"] == capacity
+    assert p["dram_saved_bytes"] == p["without_memmap_on_memory"]["dram_memmap_bytes"]  # type: ignore[index]
+    assert p["dram_saved_bytes"] * 64 == p["memblocks"] * block
+
+
+def _snapshot(
+    node_blocks: dict[int, set[int]], dax_blocks: list[int], distances: dict[int, dict[int, int]]
+) -> logic.Snapshot:
+    settings = logic.Settings(128 * MIB, KmemSetting.OFF, GlobalMode.OFF, True)
+    blocks = [logic.MemoryBlock(i, "online", False) for i in dax_blocks]
+    return logic.Snapshot(settings, [], {"dax0.0": blocks}, node_blocks, {}, [], distances)
+
+
+def test_dram_memmap_goes_to_the_nearest_boot_node() -> None:
+    """Two DRAM nodes, CXL node 2 behind the second socket: node 1 holds its memmap."""
+    distances = {2: {0: 30, 1: 20, 2: 10}}
+    snap = _snapshot({0: {0, 1}, 1: {2, 3}, 2: {32, 33}}, [32, 33], distances)
+    boot = snap.boot_memory_nodes()
+    assert boot == {0, 1}
+    assert snap.memmap_node(2, False, boot) == 1
+    assert snap.memmap_node(2, True, boot) == 2
+
+
+def test_memmap_node_unknown_without_distances() -> None:
+    snap = _snapshot({0: {0}, 1: {2}, 2: {32}}, [32], {})
+    assert snap.memmap_node(2, False, snap.boot_memory_nodes()) is None
+    single = _snapshot({0: {0}, 2: {32}}, [32], {})
+    assert single.memmap_node(2, False, single.boot_memory_nodes()) == 0
+
+
+@pytest.mark.parametrize(
+    ("ranges", "indices"),
+    [
+        # 512 MiB from 4 GiB: blocks 32..35, and not 36 (end is exclusive)
+        (((4 << 30, (4 << 30) + 512 * MIB),), [32, 33, 34, 35]),
+        # a range starting inside block 32 covers only the blocks wholly inside it
+        ((((4 << 30) + MIB, (4 << 30) + 512 * MIB),), [33, 34, 35]),
+        # ... and one ending inside block 35 as well
+        ((((4 << 30), (4 << 30) + 511 * MIB),), [32, 33, 34]),
+        # two mappings
+        (((0, 128 * MIB), (1 << 30, (1 << 30) + 256 * MIB)), [0, 8, 9]),
+    ],
+)
+def test_block_indices(ranges: tuple[tuple[int, int], ...], indices: list[int]) -> None:
+    dev = logic.DaxDevice("dax0.0", "kmem", 1, 0, ranges, None, None, "cxl")
+    assert dev.block_indices(128 * MIB) == indices

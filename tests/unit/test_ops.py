@@ -136,12 +136,24 @@ def test_online_failure_on_system_ram_offlines_only_new_blocks(sysfs: Sysfs) -> 
     assert written[32] == "offline\n" and written[33] == "offline" and written[34] == "offline"
 
 
-def test_offline_to_devdax(sysfs: Sysfs) -> None:
+REONLINE = "pyshim online dax0.0"
+
+
+def test_offline_only_offlines(sysfs: Sysfs) -> None:
+    """As daxctl offline-memory: the blocks go offline, the device keeps its memory."""
     dev = FakeDevice(mode="system-ram")
     dev.blocks = dict.fromkeys(dev.blocks, "online")
     result = ops.offline(sysfs, dev, dev.states)
-    assert dev.calls == ["offline", "disable", "enable_devdax"]
-    assert result["mode"] == "devdax" and dev.mode == "devdax"
+    assert dev.calls == ["offline"]
+    assert dev.mode == "system-ram" and set(dev.blocks.values()) == {"offline"}
+    assert (result["online_memblocks"], result["total_memblocks"]) == (0, 4)
+
+
+def test_offline_refuses_devdax_device(sysfs: Sysfs) -> None:
+    dev = FakeDevice()
+    with pytest.raises(OperationFailed, match="not in system-ram mode"):
+        ops.offline(sysfs, dev, dev.states)
+    assert dev.calls == []
 
 
 def test_offline_busy_reonlines(sysfs: Sysfs) -> None:
@@ -156,9 +168,26 @@ def test_offline_busy_reonlines(sysfs: Sysfs) -> None:
     assert dev.mode == "system-ram"
 
 
-def test_offline_already_devdax(sysfs: Sysfs) -> None:
+def test_to_devdax(sysfs: Sysfs) -> None:
+    dev = FakeDevice(mode="system-ram")
+    dev.blocks = dict.fromkeys(dev.blocks, "online")
+    result = ops.to_devdax(sysfs, dev, dev.states, REONLINE)
+    assert dev.calls == ["offline", "disable", "enable_devdax"]
+    assert result["mode"] == "devdax" and dev.mode == "devdax"
+
+
+def test_to_devdax_busy_keeps_system_ram(sysfs: Sysfs) -> None:
+    dev = FakeDevice(mode="system-ram")
+    dev.blocks = dict.fromkeys(dev.blocks, "online")
+    dev.busy = {34}
+    with pytest.raises(OperationFailed, match="brought back online"):
+        ops.to_devdax(sysfs, dev, dev.states, REONLINE)
+    assert dev.mode == "system-ram" and "disable" not in dev.calls
+
+
+def test_to_devdax_already_devdax(sysfs: Sysfs) -> None:
     dev = FakeDevice()
-    assert ops.offline(sysfs, dev, dev.states)["already"] is True
+    assert ops.to_devdax(sysfs, dev, dev.states, REONLINE)["already"] is True
     assert dev.calls == []
 
 

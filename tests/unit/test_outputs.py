@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def test_plan_golden(cli: Callable[..., Result]) -> None:
     r = cli(["plan", "--capacity", "1T", "--json", "--sysroot", str(tree_path("patched_on"))])
     assert r.code == 0
     assert_golden("patched_on.plan-1T.json", r.out)
-    assert json.loads(r.out)["dram_saved"] == 16 << 30
+    assert json.loads(r.out)["dram_saved_bytes"] == 16 << 30
 
 
 def test_plan_text(cli: Callable[..., Result]) -> None:
@@ -39,23 +40,38 @@ def test_plan_bad_capacity(bad: str, cli: Callable[..., Result]) -> None:
     assert r.code == 2
 
 
-def test_plan_block_size_override(cli: Callable[..., Result], tmp_path: Path) -> None:
-    r = cli(["plan", "--capacity", "1G", "--block-size", "64M", "--sysroot", str(tmp_path)])
+def test_plan_block_size_override(cli: Callable[..., Result]) -> None:
+    root = str(tree_path("patched_on"))
+    r = cli(["plan", "--capacity", "1G", "--block-size", "64M", "--sysroot", root])
     assert r.code == 0 and "not possible" in r.out
 
 
 def test_metrics(cli: Callable[..., Result], tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    before = time.time()
     r = cli(["metrics", "--textfile", str(tmp_path), "--sysroot", str(tree_path("mixed"))])
     assert r.code == 0, r.err
     text = (tmp_path / "pyshim.prom").read_text()
-    assert 'pyshim_memmap_pages{node="1",location="memory"} 2048\n' in text
-    assert 'pyshim_memmap_pages{node="1",location="dram"} 2048\n' in text
-    assert 'pyshim_kmem_memmap_on_memory{setting="global"} 1\n' in text
-    assert 'pyshim_global_memmap_on_memory{setting="Y"} 1\n' in text
-    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            assert line.split("{")[0].split()[0] in names
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    # dax0.0 (cxl) holds its memmap on node 1 itself; dax1.0 (hmem) has it in node 0's DRAM
+    two_mib_blocks = 4 * (2 << 20)
+    assert samples[("pyshim_memmap_bytes", (("memmap_node", "1"), ("node", "1")))] == (
+        two_mib_blocks
+    )
+    assert samples[("pyshim_memmap_bytes", (("memmap_node", "0"), ("node", "1")))] == (
+        two_mib_blocks
+    )
+    assert samples[("pyshim_memory_blocks", (("memmap_node", "0"), ("node", "1")))] == 4
+    assert samples[("pyshim_kmem_memmap_on_memory", (("setting", "global"),))] == 1
+    assert samples[("pyshim_global_memmap_on_memory", (("setting", "Y"),))] == 1
+    assert samples[("pyshim_check_status", (("status", "ok"),))] == 1
+    assert samples[("pyshim_memory_block_size_bytes", ())] == 128 << 20
+    assert before <= samples[("pyshim_last_run_timestamp_seconds", ())] <= time.time()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pyshim.prom"]
 
 
@@ -71,9 +87,35 @@ def test_report(cli: Callable[..., Result], tmp_path: Path) -> None:
     html = out.read_text()
     assert html.startswith("<!DOCTYPE html>")
     assert html.count("<svg") == 2  # node 0 and node 1
-    assert html.count('class="memory"') == 4 and html.count('class="dram"') == 4
-    assert "DRAM saved" in html and "8 MiB" in html
+    # node 1: dax0.0's 4 blocks (memmap on them) and dax1.0's 4 (memmap in DRAM), one bar each
+    assert html.count('class="memory"') == 1 and html.count('class="dram"') == 1
+    assert "memory32-35 (dax0.0, online): 4 blocks, 512 MiB, memmap on the blocks" in html
+    assert "memory40-43 (dax1.0, online): 4 blocks, 512 MiB, memmap in DRAM" in html
+    assert "Memmap in DRAM of node 0: 8 MiB." in html
+    assert "This node's DRAM holds 8 MiB of memmap for other nodes' blocks." in html
     assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
+
+
+def test_report_scales(cli: Callable[..., Result], tmp_path: Path) -> None:
+    """1024 blocks on node 1 (128 GiB): a handful of bars, not a wall of squares, and both
+    nodes on one scale (16 boot blocks of node 0 get 16/1024 of the width)."""
+    import treebuilder
+
+    root = tmp_path / "big"
+    tree = treebuilder.Tree(root, kmem="on")
+    tree.boot(0, 0, 16)
+    tree.dax("dax0.0", "cxl", 1, 4 << 30, 1024)
+    tree.finish()
+    out = tmp_path / "r.html"
+    r = cli(["report", "--html", str(out), "--sysroot", str(root)])
+    assert r.code == 0, r.err
+    html = out.read_text()
+    assert len(html) < 8192
+    assert html.count("<rect") == 3  # boot bar; dax0.0's bar and its memmap share
+    assert 'width="900.0" height="28" class="memory"' in html
+    assert 'width="14.06" height="28" class="boot"' in html
+    assert 'width="14.06" height="28" class="memmap"' in html  # 1.5625 % of 900 px
 
 
 def test_report_stock_kernel(cli: Callable[..., Result], tmp_path: Path) -> None:
@@ -94,7 +136,7 @@ def test_help_exits_zero(cli: Callable[..., Result], capsys: pytest.CaptureFixtu
 
 
 def test_online_refuses_sysroot(cli: Callable[..., Result]) -> None:
-    r = cli(["online", "--device", "dax0.0", "--sysroot", str(tree_path("patched_on"))])
+    r = cli(["online", "dax0.0", "--sysroot", str(tree_path("patched_on"))])
     assert r.code == 2 and "drop --sysroot" in r.err
 
 
@@ -139,6 +181,31 @@ def test_quiet_on_closed_pipe() -> None:
         assert proc.returncode == 1
 
 
+@pytest.mark.parametrize(
+    ("stdout", "strerror"),
+    [("closed", "Bad file descriptor"), ("/dev/full", "No space left on device")],
+)
+def test_unwritable_stdout_is_one_line(stdout: str, strerror: str) -> None:
+    """`show >&-` and `show >/dev/full`: exit 1 and one line naming the cause, no traceback."""
+    if stdout == "/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
+    argv = [sys.executable, "-m", "pyshim", "show", "--sysroot", str(tree_path("mixed"))]
+    with open(os.devnull if stdout == "closed" else stdout, "w") as target:
+        proc = subprocess.run(
+            argv,
+            stdout=target,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=60,
+            check=False,
+            # closing fd 1 in the child is what `>&-` does
+            preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == f"pyshim: error: cannot write the output: {strerror}\n"
+
+
 def test_broken_pipe_in_process(cli: Callable[..., Result]) -> None:
     from pyshim.cli import Environment, main
 
@@ -164,3 +231,23 @@ def test_module_entry_point() -> None:
     )
     assert proc.returncode == 3
     assert proc.stderr.count("\n") == 1
+
+
+def test_version(cli: Callable[..., Result], capsys: pytest.CaptureFixture[str]) -> None:
+    from pyshim import __version__
+
+    assert cli(["--version"]).code == 0
+    assert capsys.readouterr().out == f"pyshim {__version__}\n"
+
+
+def test_every_command_has_a_description_with_an_example() -> None:
+    import argparse
+
+    from pyshim.cli import build_parser
+
+    parser = build_parser("pyshim")
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        assert f"Example: pyshim {name}" in (sub.description or ""), name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}"

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from unit_helpers import Result, assert_golden
 
 RECORDED = Path(__file__).parent / "recorded"
@@ -34,7 +35,7 @@ def test_kmem_on_every_block_holds_its_memmap(cli: Callable[..., Result]) -> Non
     blocks = blocks_of(report)
     assert len(blocks) == 7
     assert {b["memmap"] for b in blocks} == {"memory"}
-    assert {b["memmap_pages"] for b in blocks} == {512}
+    assert {b["memmap_bytes"] for b in blocks} == {2 << 20}
     assert_golden("recorded_kmem_on_check.json", r.out)
 
 
@@ -47,9 +48,16 @@ def test_nothing_set_memmap_stays_in_dram(cli: Callable[..., Result]) -> None:
     assert_golden("recorded_nothing_set_check.json", r.out)
 
 
-def test_recorded_settings_read_back(cli: Callable[..., Result]) -> None:
-    assert (tree("vm_patched_kmem_on") / KMEM_ATTR).read_text() == "on\n"
-    assert (tree("vm_patched_nothing_set") / KMEM_ATTR).read_text() == "global\n"
+@pytest.mark.parametrize(
+    ("name", "setting"), [("vm_patched_kmem_on", "on"), ("vm_patched_nothing_set", "global")]
+)
+def test_recorded_settings_read_back(name: str, setting: str, cli: Callable[..., Result]) -> None:
+    r = cli(["show", "--json", "--sysroot", str(tree(name))])
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["settings"]["kmem_memmap_on_memory"] == setting
+
+
+def test_recorded_devdax_show(cli: Callable[..., Result]) -> None:
     r = cli(["show", "--json", "--sysroot", str(tree("vm_patched_devdax"))])
     assert r.code == 0, r.err
     assert_golden("recorded_devdax_show.json", r.out)

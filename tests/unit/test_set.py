@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from unit_helpers import Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from unit_helpers import Result, run_cli, tree_path
 
 from pyshim import kernel
+from pyshim.errors import OperationFailed
+from pyshim.parse import SETTING_WORDS
 
 ATTR = "sys/bus/dax/drivers/kmem/memmap_on_memory"
 CONF = "etc/modprobe.d/dax-kmem-memmap.conf"
@@ -41,9 +45,39 @@ def test_set_default_is_on(cli: Callable[..., Result], tree_copy: Callable[[str]
 
 def test_set_invalid_value(cli: Callable[..., Result], tree_copy: Callable[[str], Path]) -> None:
     root = tree_copy("patched_on")
-    r = cli(["set", "maybe", "--sysroot", str(root)])
-    assert r.code == 2 and "use on, off or global" in r.err
+    r = cli(["set", "force", "--sysroot", str(root)])
+    assert r.code == 2
+    assert r.err == (
+        "pyshim: error: invalid value 'force': use one of global, on, off, 1, 0, yes, no, "
+        "true, false\n"
+    )
     assert (root / ATTR).read_text() == "on\n"
+
+
+@pytest.fixture(scope="module")
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One writable tree for every Hypothesis example (a copy per example costs seconds)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("strict") / "patched_on"
+    shutil.copytree(tree_path("patched_on"), root, symlinks=True)
+    return root
+
+
+# deadline off: each example runs the CLI on a tree, which a loaded machine slows down
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=12), st.sampled_from(sorted(SETTING_WORDS))))
+def test_nothing_outside_the_accepted_words_is_written(shared_root: Path, text: str) -> None:
+    attr = shared_root / ATTR
+    attr.write_text("global\n")
+    r = run_cli(["set", "--sysroot", str(shared_root), "--", text])
+    if text in SETTING_WORDS:
+        assert r.code == 0, r.err
+        assert attr.read_text() == SETTING_WORDS[text].value
+    else:
+        assert r.code == 2
+        assert "use one of global, on, off" in r.err
+        assert attr.read_text() == "global\n"
 
 
 def test_unknown_driver_lists_known(
@@ -108,7 +142,11 @@ def _fail_write(err: int) -> Callable[..., None]:
         (errno.EOPNOTSUPP, 3, "cannot place the memmap on hot-plugged memory"),
         (errno.EINVAL, 1, "EINVAL"),
         (errno.EACCES, 3, "run as root"),
-        (errno.EBUSY, 1, "dax0.0 bound to kmem; release with python -m pyshim offline"),
+        (
+            errno.EBUSY,
+            1,
+            "dax0.0 bound to kmem; release with pyshim reconfigure --mode devdax dax0.0",
+        ),
         (errno.EIO, 1, "Input/output error"),
     ],
 )
@@ -126,6 +164,17 @@ def test_set_errno_messages(
     assert r.code == code
     assert needle in r.err
     assert r.err.count("\n") == 1 and "Traceback" not in r.err
+
+
+def test_set_reads_back_what_it_wrote(
+    cli: Callable[..., Result], tree_copy: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write the kernel accepted but did not apply (the value reads back unchanged) fails."""
+    root = tree_copy("patched_on")
+    monkeypatch.setattr(kernel.Sysfs, "write_attr", lambda self, rel, value: None)
+    r = cli(["set", "off", "--sysroot", str(root)])
+    assert r.code == 1
+    assert r.err == f"pyshim: error: {root / ATTR} reads on after writing off: see dmesg\n"
 
 
 def test_eopnotsupp_names_block_size(
@@ -210,10 +259,10 @@ def test_write_refuses_escape(tmp_path: Path) -> None:
     (root / "sys").mkdir(parents=True)
     (root / "sys/evil").symlink_to(outside)
     sysfs = kernel.Sysfs(root)
-    with pytest.raises(ValueError):
+    with pytest.raises(OperationFailed, match="refusing to write outside"):
         sysfs.write_attr("sys/evil/x", "1")
-    with pytest.raises(ValueError):
+    with pytest.raises(OperationFailed, match="refusing to write outside"):
         sysfs.write_attr("../x", "1")
-    with pytest.raises(ValueError):
+    with pytest.raises(OperationFailed, match="refusing to write outside"):
         sysfs.write_file_atomic("/etc/x", "1")
     assert list(outside.iterdir()) == []

@@ -289,6 +289,15 @@ def inconsistent(root: Path) -> Tree:
     return t
 
 
+def off_attr_one(root: Path) -> Tree:
+    """kmem off, an hmem device whose attribute is 1, memmap in DRAM: ok under contract v2
+    (under `off` the device attribute does not count; v1 called this stale)."""
+    t = Tree(root, kmem="off", global_mode="Y")
+    t.boot(0, 0, 16)
+    t.dax("dax0.0", "hmem", 1, 4 * GIB, 4, attr=True, moms=False)
+    return t
+
+
 def builtin_offline(root: Path) -> Tree:
     """kmem built in (no initstate); the device's blocks are offline."""
     t = Tree(root, kmem="on", kmem_kind="builtin")
@@ -309,6 +318,7 @@ TREES = {
         boot_node,
         vanishing,
         inconsistent,
+        off_attr_one,
         builtin_offline,
     )
 }

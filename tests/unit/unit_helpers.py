@@ -28,7 +28,8 @@ class Result:
 
 def run_cli(argv: list[str], euid: int = 0) -> Result:
     out, err = io.StringIO(), io.StringIO()
-    code = main(argv, Environment(stdout=out, stderr=err, euid=lambda: euid))
+    env = Environment(stdout=out, stderr=err, euid=lambda: euid, prog="pyshim")
+    code = main(argv, env)
     return Result(code, out.getvalue(), err.getvalue())
 
 

@@ -306,7 +306,10 @@ def run(
     shutil.rmtree(share / "modules", ignore_errors=True)
     modules = find_modules(spec.kernel)
     if modules is not None:
-        shutil.copytree(modules, share / "modules", symlinks=False)
+        # build and source link back to the kernel tree: not for the guest.
+        shutil.copytree(
+            modules, share / "modules", ignore=shutil.ignore_patterns("build", "source")
+        )
     job = {
         "repo": str(repo_root()),
         "python": spec.python,

@@ -357,7 +357,7 @@ def op_online(ctx: Context, step: Step) -> dict[str, Any]:
     start = time.monotonic()
     out: dict[str, Any]
     if method == "shim":
-        args = ["online", "--device", device, "--movable" if movable else "--no-movable"]
+        args = ["online", device, "--movable" if movable else "--no-movable"]
         out = require_ok(run_argv(shim_argv(ctx, args), cwd=ctx["repo"]), "pyshim online")
     elif method == "daxctl":
         if sysinfo.dax_driver(device) == "kmem":
@@ -385,8 +385,8 @@ def op_offline(ctx: Context, step: Step) -> dict[str, Any]:
     out: dict[str, Any]
     if method == "shim":
         out = require_ok(
-            run_argv(shim_argv(ctx, ["offline", "--device", device]), cwd=ctx["repo"]),
-            "pyshim offline",
+            run_argv(shim_argv(ctx, ["reconfigure", "--mode", "devdax", device]), cwd=ctx["repo"]),
+            "pyshim reconfigure --mode devdax",
         )
     elif method == "daxctl":
         argv = ["daxctl", "reconfigure-device", "-f", "-m", "devdax", device]

@@ -1,0 +1,315 @@
+"""Careless and hostile input, one table: each case must end in its documented exit code with
+one line on stderr naming the cause, no traceback, no write outside the sysroot, and no hang.
+
+Each case copies a committed tree, damages it the way the case says, and runs the CLI in this
+process with spies on every call that could write a file and an alarm that bounds the time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+from unit_helpers import Result, run_cli, tree_path
+
+SECONDS = 10
+MEM = "sys/devices/system/memory"
+DEV = "sys/devices/platform/ACPI0017:00/root0/decoder0.0/region0/dax_region0/dax0.0"
+DEV_LINK = "sys/bus/dax/devices/dax0.0"  # the path pyshim reads, and names in its messages
+KMEM_ATTR = "sys/bus/dax/drivers/kmem/memmap_on_memory"
+
+
+def put(rel: str, text: str) -> Callable[[Path], None]:
+    def damage(root: Path) -> None:
+        (root / rel).write_text(text)
+
+    return damage
+
+
+def both(*damages: Callable[[Path], None]) -> Callable[[Path], None]:
+    def damage(root: Path) -> None:
+        for each in damages:
+            each(root)
+
+    return damage
+
+
+def replace_with(rel: str, make: Callable[[Path], None]) -> Callable[[Path], None]:
+    def damage(root: Path) -> None:
+        (root / rel).unlink()
+        make(root / rel)
+
+    return damage
+
+
+def remove(rel: str) -> Callable[[Path], None]:
+    def damage(root: Path) -> None:
+        (root / rel).unlink()
+
+    return damage
+
+
+def symlink_outside(rel: str) -> Callable[[Path], None]:
+    """Point a file at a copy outside the root (the write must be refused)."""
+
+    def damage(root: Path) -> None:
+        outside = root.parent / "outside"
+        outside.mkdir()
+        (outside / "target").write_text((root / rel).read_text())
+        (root / rel).unlink()
+        (root / rel).symlink_to(outside / "target")
+
+    return damage
+
+
+def no_damage(root: Path) -> None:
+    return None
+
+
+@dataclass
+class Case:
+    name: str
+    argv: list[str]  # {root} is the damaged tree, {parent} the directory that holds it
+    code: int
+    needle: str  # must appear in the one line on stderr
+    damage: Callable[[Path], None] = no_damage
+    tree: str = "patched_on"
+    absent: list[str] = field(default_factory=list)  # must not appear on stderr
+
+
+CASES = [
+    # set: only the listed words reach the kernel
+    Case("set-force", ["set", "force"], 2, "invalid value 'force': use one of global, on, off"),
+    Case("set-nonsense", ["set", "nonsense"], 2, "use one of global, on, off, 1, 0, yes, no"),
+    Case("set-yellow", ["set", "yellow"], 2, "invalid value 'yellow'"),
+    Case("set-test", ["set", "test"], 2, "invalid value 'test'"),
+    Case("set-1234", ["set", "1234"], 2, "invalid value '1234'"),
+    Case("set-escape", ["set", "on"], 1, "refusing to write outside", symlink_outside(KMEM_ATTR)),
+    # --sysroot itself
+    Case("sysroot-missing", ["show", "--sysroot", "{parent}/nope"], 2, "nope does not exist"),
+    Case(
+        "sysroot-file",
+        ["show", "--sysroot", "{root}/sys/devices/system/memory/block_size_bytes"],
+        2,
+        "block_size_bytes is not a directory",
+    ),
+    Case("sysroot-empty-string", ["check", "--sysroot", ""], 2, "--sysroot is empty"),
+    Case("sysroot-loop", ["check", "--sysroot", "{parent}/loop"], 2, "loop: symlink loop"),
+    Case("sysroot-empty-dir", ["check", "--sysroot", "{parent}/empty"], 2, "has no sys/"),
+    # a kernel without the series is told where the series is, not a make target
+    Case(
+        "stock-kernel",
+        ["check"],
+        3,
+        "kernel-patch/ in the pyshim sources",
+        tree="stock",
+        absent=["make kernel"],
+    ),
+    # corrupt values name the file and the value
+    Case("size", ["check"], 1, f"{DEV_LINK}/size holds 'lots'", put(f"{DEV}/size", "lots\n")),
+    Case(
+        "target-node",
+        ["show"],
+        1,
+        f"{DEV_LINK}/target_node holds 'one'",
+        put(f"{DEV}/target_node", "one\n"),
+    ),
+    Case("align", ["show"], 1, f"{DEV_LINK}/align holds '2M'", put(f"{DEV}/align", "2M\n")),
+    Case(
+        "mapping-start",
+        ["check"],
+        1,
+        f"{DEV_LINK}/mapping0/start holds 'start'",
+        put(f"{DEV}/mapping0/start", "start\n"),
+    ),
+    Case(
+        "mapping-reversed",
+        ["check"],
+        1,
+        "mapping0: end 0xfffff lies before start 0x100000000",
+        put(f"{DEV}/mapping0/end", "0xfffff\n"),
+    ),
+    Case(
+        "mapping-short",
+        ["check"],
+        1,
+        "its mappings cover 536870912 bytes but size says 1073741824",
+        put(f"{DEV}/size", "1073741824\n"),
+    ),
+    Case(
+        "device-attribute-2",
+        ["show"],
+        1,
+        f"{DEV_LINK}/memmap_on_memory holds '2'",
+        put(f"{DEV}/memmap_on_memory", "2\n"),
+    ),
+    Case(
+        "block-attribute-2",
+        ["check"],
+        1,
+        f"{MEM}/memory33/memmap_on_memory holds '2'",
+        put(f"{MEM}/memory33/memmap_on_memory", "2\n"),
+    ),
+    Case(
+        "block-without-state",
+        ["check"],
+        1,
+        f"{MEM}/memory33/ has no state file",
+        remove(f"{MEM}/memory33/state"),
+    ),
+    Case("kmem-attribute", ["check"], 1, f"{KMEM_ATTR} holds 'maybe'", put(KMEM_ATTR, "maybe\n")),
+    Case(
+        "global-parameter",
+        ["show"],
+        1,
+        "parameters/memmap_on_memory holds 'sometimes'",
+        put("sys/module/memory_hotplug/parameters/memmap_on_memory", "sometimes\n"),
+    ),
+    # block_size_bytes: bounded, non-blocking, sane
+    Case(
+        "block-size-dev-zero",
+        ["check"],
+        1,
+        "block_size_bytes is not a regular file",
+        replace_with(f"{MEM}/block_size_bytes", lambda p: p.symlink_to("/dev/zero")),
+    ),
+    Case(
+        "block-size-fifo",
+        ["check"],
+        1,
+        "block_size_bytes is not a regular file",
+        replace_with(f"{MEM}/block_size_bytes", lambda p: os.mkfifo(p)),
+    ),
+    Case(
+        "block-size-huge-file",
+        ["show"],
+        1,
+        "block_size_bytes holds more than 4096 bytes",
+        put(f"{MEM}/block_size_bytes", "8" * 5000),
+    ),
+    Case(
+        "block-size-1",
+        ["check"],
+        1,
+        "block_size_bytes says 1 bytes, outside the 16 MiB",
+        put(f"{MEM}/block_size_bytes", "1\n"),
+    ),
+    Case(
+        "device-spans-too-many-blocks",
+        ["check"],
+        1,
+        "more than any machine has",
+        both(
+            put(f"{DEV}/size", f"{1 << 60}\n"),
+            put(f"{DEV}/mapping0/end", f"{(1 << 32) + (1 << 60) - 1:#x}\n"),
+        ),
+    ),
+    Case(
+        "distance-short",
+        ["check"],
+        1,
+        "node1/distance lists 1 distances for 2 online nodes",
+        put("sys/devices/system/node/node1/distance", "10\n"),
+    ),
+    # arguments
+    Case("device-empty", ["check", ""], 2, "invalid device name ''"),
+    Case("capacity-5000-digits", ["plan", "--capacity", "9" * 5000], 2, "not a size"),
+    Case("report-into-a-directory", ["report", "--html", "{parent}"], 2, "is a directory"),
+]
+
+
+@dataclass
+class Spied:
+    active: bool = False  # off while the test builds its tree
+    written: list[str] = field(default_factory=list)
+
+    def saw(self, *paths: Any) -> None:
+        if self.active:
+            self.written.extend(os.fspath(p) for p in paths)
+
+
+@pytest.fixture
+def spied(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spied]:
+    """Record every path that a call able to create or change a file is given."""
+    spy = Spied()
+    real_open, real_replace, real_mkstemp = os.open, os.replace, tempfile.mkstemp
+    real_makedirs, real_chmod = os.makedirs, os.chmod
+
+    def spy_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC):
+            spy.saw(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    def spy_replace(src: Any, dst: Any) -> None:
+        spy.saw(src, dst)
+        real_replace(src, dst)
+
+    def spy_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, path = real_mkstemp(*args, **kwargs)
+        spy.saw(path)
+        return fd, path
+
+    def spy_makedirs(path: Any, *args: Any, **kwargs: Any) -> None:
+        spy.saw(path)
+        real_makedirs(path, *args, **kwargs)
+
+    def spy_chmod(path: Any, *args: Any, **kwargs: Any) -> None:
+        spy.saw(path)
+        real_chmod(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    monkeypatch.setattr(tempfile, "mkstemp", spy_mkstemp)
+    monkeypatch.setattr(os, "makedirs", spy_makedirs)
+    monkeypatch.setattr(os, "chmod", spy_chmod)
+    yield spy
+
+
+def _timeout(signum: int, frame: FrameType | None) -> None:
+    raise TimeoutError(f"no answer within {SECONDS} s")
+
+
+def run_bounded(argv: list[str]) -> Result:
+    previous = signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(SECONDS)
+    try:
+        return run_cli(argv)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, spied: Spied) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(tree_path(case.tree), root, symlinks=True)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    case.damage(root)
+    argv = [a.format(root=root, parent=tmp_path) for a in case.argv]
+    if "--sysroot" not in argv:
+        argv += ["--sysroot", str(root)]
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    spied.active = True
+    r = run_bounded(argv)
+    spied.active = False
+
+    assert r.code == case.code, r.err
+    assert r.err.count("\n") == 1 and r.err.startswith("pyshim: error: "), r.err
+    assert case.needle in r.err
+    assert "Traceback" not in r.err and "internal error" not in r.err
+    for word in case.absent:
+        assert word not in r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    base = os.path.realpath(root)
+    for path in spied.written:
+        assert os.path.realpath(path).startswith(base + os.sep), path
