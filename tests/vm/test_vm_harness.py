@@ -53,6 +53,26 @@ def test_hmem_and_pmem_ranges_sit_on_node_1_at_4g() -> None:
     assert any("readonly=on" in a and "path=/," in a for a in argv)
 
 
+def test_hmem_in_two_parts_leaves_a_reserved_gap() -> None:
+    """Two soft-reserved ranges that e820 cannot merge: 384 MiB, 128 MiB reserved, 512 MiB."""
+    line = kernel_cmdline(VMSpec(kernel=KERNEL, source=Source.HMEM, hotplug_parts=2), ["/init.sh"])
+    assert "memmap=384M%0x100000000-1+0xefffffff" in line
+    assert "memmap=128M$0x118000000" in line
+    assert "memmap=512M%0x120000000-1+0xefffffff" in line
+
+
+def test_kasan_images_route_pci_irqs_without_aml(tmp_path: Path) -> None:
+    kernel = tmp_path / "bzImage"
+    (tmp_path / "config").write_text("CONFIG_KASAN=y\n")
+    pmem = VMSpec(kernel=kernel, source=Source.PMEM)
+    assert "pci=noacpi" in kernel_cmdline(pmem, ["/init.sh"]).split()
+    # CXL host bridges are ACPI devices: never there.
+    cxl = VMSpec(kernel=kernel, source=Source.CXL_RAM)
+    assert "pci=noacpi" not in kernel_cmdline(cxl, ["/init.sh"]).split()
+    (tmp_path / "config").write_text("# CONFIG_KASAN is not set\n")
+    assert "pci=noacpi" not in kernel_cmdline(pmem, ["/init.sh"]).split()
+
+
 def test_small_guest_keeps_the_range_below_4g() -> None:
     spec = VMSpec(kernel=KERNEL, source=Source.PMEM, node0_mib=1024, hotplug_mib=1024)
     assert spec.hotplug_base == 1 << 30

@@ -130,7 +130,7 @@ def test_module_unload_with_memory_online(vm: Harness) -> None:
             s.write(s.KMEM_ATTR, b"on", "kmem_on"),
             s.snapshot("before"),
             s.online(),
-            s.snapshot("online"),
+            s.snapshot("onlined"),
             s.run("unload", "rmmod", "kmem"),
             s.snapshot("unloaded"),
             s.run("reload", "modprobe", "kmem"),
@@ -139,7 +139,7 @@ def test_module_unload_with_memory_online(vm: Harness) -> None:
         ],
     )
     ran_ok(result, "load")
-    online = placement.measure(result.step("before"), result.step("online"))
+    online = placement.measure(result.step("before"), result.step("onlined"))
     asserts.on_memory(online, result)
     ran_ok(result, "unload")
     log = asserts.kernel_log(result)
@@ -147,7 +147,7 @@ def test_module_unload_with_memory_online(vm: Harness) -> None:
     for label in ("unloaded", "reloaded"):
         snap = result.step(label)
         assert placement.node_memtotal(snap, 1) == placement.node_memtotal(
-            result.step("online"), 1
+            result.step("onlined"), 1
         ), f"node 1 MemTotal changed after {label}"
         blocks = placement.node_blocks(snap, 1)
         assert blocks and all(b["memmap_on_memory"] == 1 for b in blocks), (
