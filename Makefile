@@ -10,9 +10,9 @@ KBUILD := $(PYTHON) kbuild/kbuild.py
 MEMMAP_KMEM_VM ?= 1
 export MEMMAP_KMEM_VM
 
-.PHONY: all deps venv kernel kernel-stock kernel-debug prepare-series export-series \
-	check-series check-config check-distro kunit lint unit man vm-deps vm-test vm-test-debug test \
-	demo bench \
+.PHONY: all deps venv kernel kernel-stock kernel-debug kernel-wrong vm-test-wrong prepare-series \
+	export-series check-series check-config check-distro kunit lint unit man vm-deps vm-test \
+	vm-test-debug test demo bench \
 	clean-venv help
 
 all: help
@@ -23,6 +23,8 @@ help:
 	@echo "make kernel         build the patched kernel (prints the bzImage path)"
 	@echo "make kernel-stock   build unpatched 6.12.117 with the same config"
 	@echo "make kernel-debug   patched, kmem a module, KASAN, lockdep, kmemleak, faults"
+	@echo "make kernel-wrong   the series + a deliberately wrong test-only patch"
+	@echo "make vm-test-wrong  the witness must catch the wrong kernel (not in make test)"
 	@echo "make prepare-series check out the series in the cache tree to edit it"
 	@echo "make export-series  write the edited branch back to kernel-patch/"
 	@echo "make check-series   git am, checkpatch --strict --codespell, build each patch"
@@ -53,6 +55,11 @@ kernel-stock: deps
 
 kernel-debug: deps
 	$(KBUILD) build --variant patched --debug
+
+# The series plus tests/vm/wrong-kernel/*.patch (memmap from DRAM despite the altmap), in a
+# tree and build directory of its own; never on branch memmap-kmem.
+kernel-wrong: deps
+	$(KBUILD) build --variant wrong
 
 prepare-series: deps
 	$(KBUILD) prepare
@@ -98,6 +105,11 @@ vm-test-debug: venv kernel-debug kernel-stock vm-deps
 	MEMMAP_KMEM_KERNEL=$$($(KBUILD) build --variant patched --debug) \
 	MEMMAP_KMEM_VM_TIMEOUT_SCALE=4 \
 	$(VPY) -m pytest -q -m vm tests/vm -k 's2_ or s6_ or s7_'
+
+# One boot: the witness must catch what the altmap bookkeeping misses. Not part of make test.
+vm-test-wrong: venv kernel-wrong kernel-stock vm-deps
+	MEMMAP_KMEM_WRONG_KERNEL=$$($(KBUILD) build --variant wrong) \
+	$(VPY) -m pytest -q -m vm tests/vm/test_vm_witness.py -k wrong_kernel
 
 # The stock kernel first: check-series then builds each patch incrementally on
 # top of it, and its last step leaves the patched kernel ready for the VM tests.

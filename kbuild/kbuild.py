@@ -9,12 +9,15 @@ The kernel tree lives in a cache directory outside the repository:
   $CACHE/build/<flavour>/      kbuild output directory (O=), one per config flavour
   $CACHE/images/<name>-<key>/  finished bzImage + .config, keyed by everything
                                that went into them; images/<name> links the newest
+  $CACHE/wrong/linux-<ver>/    the "wrong" variant's own tree (a shared clone of src:
+                               series + tests/vm/wrong-kernel/*.patch, detached); its
+                               build directory is build/linux-<ver>-wrong
 
 The cache is $MEMMAP_KMEM_CACHE, else $XDG_CACHE_HOME/memmap-kmem, else
 ~/.cache/memmap-kmem.  A second build with nothing changed does no work.
 
 Sub-commands:
-  build   --variant stock|patched [--debug]   print the bzImage path
+  build   --variant stock|patched|wrong [--debug]   print the bzImage path
   export                                      branch -> kernel-patch/
   check                                       git am, checkpatch, build each patch
   check-config                                fragment lines olddefconfig dropped
@@ -74,9 +77,17 @@ class Layout:
     def src(self) -> Path:
         return self.cache / "src" / f"linux-{BASE_VERSION}"
 
-    def build_dir(self, debug: bool) -> Path:
-        suffix = "-debug" if debug else ""
+    def build_dir(self, debug: bool, variant: str = "patched") -> Path:
+        suffix = "-wrong" if variant == "wrong" else ""
+        suffix += "-debug" if debug else ""
         return self.cache / "build" / f"linux-{BASE_VERSION}{suffix}"
+
+    @property
+    def wrong_src(self) -> Path:
+        return self.cache / "wrong" / f"linux-{BASE_VERSION}"
+
+    def wrong_patches(self) -> list[Path]:
+        return sorted((self.repo / "tests" / "vm" / "wrong-kernel").glob("*.patch"))
 
     @property
     def images(self) -> Path:
@@ -275,14 +286,18 @@ def cover_description(cover: str) -> str:
     return text.strip() + "\n"
 
 
-def configure(layout: Layout, out: Path, debug: bool, strict: bool) -> None:
+def configure(
+    layout: Layout, out: Path, debug: bool, strict: bool, tree: Path | None = None
+) -> None:
+    """Configure tree (default: the cache's source tree) into out."""
+    src = tree or layout.src
     out.mkdir(parents=True, exist_ok=True)
-    make = ["make", "-s", "-C", str(layout.src), f"O={out}", "ARCH=x86_64"]
+    make = ["make", "-s", "-C", str(src), f"O={out}", "ARCH=x86_64"]
     run([*make, "tinyconfig"], quiet=True)
     fragments = [layout.fragment] + ([layout.debug_fragment] if debug else [])
     run(
         [
-            str(layout.src / "scripts/kconfig/merge_config.sh"),
+            str(src / "scripts/kconfig/merge_config.sh"),
             "-m",
             "-O",
             str(out),
@@ -315,13 +330,13 @@ def dropped_lines(fragments: list[Path], config: Path) -> list[str]:
     return [line for line in wanted.values() if line not in have]
 
 
-def make_bzimage(layout: Layout, out: Path) -> Path:
+def make_bzimage(layout: Layout, out: Path, tree: Path | None = None) -> Path:
     run(
         [
             "make",
             "-s",
             "-C",
-            str(layout.src),
+            str(tree or layout.src),
             f"O={out}",
             "ARCH=x86_64",
             f"-j{os.cpu_count() or 1}",
@@ -331,12 +346,12 @@ def make_bzimage(layout: Layout, out: Path) -> Path:
     return out / "arch/x86/boot/bzImage"
 
 
-def install_modules(layout: Layout, out: Path, root: Path) -> None:
+def install_modules(layout: Layout, out: Path, root: Path, tree: Path | None = None) -> None:
     """Build the modules of a CONFIG_MODULES=y kernel and install them under root, where
     the VM runner finds them (root/lib/modules/<release>/, depmod done)."""
     if "CONFIG_MODULES=y" not in (out / ".config").read_text().splitlines():
         return
-    make = ["make", "-s", "-C", str(layout.src), f"O={out}", "ARCH=x86_64"]
+    make = ["make", "-s", "-C", str(tree or layout.src), f"O={out}", "ARCH=x86_64"]
     run([*make, f"-j{os.cpu_count() or 1}", "modules"])
     run([*make, f"INSTALL_MOD_PATH={root}", "modules_install"], quiet=True)
     # The build and source links point back into the cache's trees: not part of the image.
@@ -349,9 +364,48 @@ def image_key(layout: Layout, variant: str, debug: bool) -> str:
     parts = [BASE_VERSION.encode(), variant.encode(), layout.fragment.read_bytes()]
     if debug:
         parts.append(layout.debug_fragment.read_bytes())
-    if variant == "patched":
+    if variant in ("patched", "wrong"):
         parts.append(series_key(layout, patches_only=True).encode())
+    if variant == "wrong":
+        parts += [p.name.encode() + p.read_bytes() for p in layout.wrong_patches()]
     return digest(*parts)
+
+
+def prepare_wrong_tree(layout: Layout) -> Path:
+    """The "wrong" variant's tree: the series, then tests/vm/wrong-kernel/*.patch, applied
+    with git am in a shared clone of the cache's source tree, detached.
+
+    The clone is a tree of its own (layout.wrong_src), so the build never checks anything
+    out in layout.src and the patch can never reach branch memmap-kmem, where `make
+    export-series` would pick it up. Re-running moves the clone from its last tip to the new
+    one, which rewrites only the files that differ (an incremental kbuild)."""
+    wrong = layout.wrong_patches()
+    if not wrong:
+        raise BuildError(f"no patches in {layout.repo / 'tests/vm/wrong-kernel'}")
+    tree = layout.wrong_src
+    if not (tree / ".git").is_dir():
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        run(["git", "clone", "-q", "--shared", "--no-checkout", str(layout.src), str(tree)])
+        for key, value in (("user.name", SERIES_IDENTITY[0]), ("user.email", SERIES_IDENTITY[1])):
+            run(["git", "-C", str(tree), "config", key, value])
+    tree_git = ["git", "-C", str(tree)]
+    # Tags of a newer source import; harmless when there is nothing new.
+    run([*tree_git, "fetch", "-q", "--tags", str(layout.src)])
+    scratch = tree.with_name(tree.name + ".am")
+    run([*tree_git, "worktree", "prune"])
+    if scratch.exists():
+        run([*tree_git, "worktree", "remove", "--force", str(scratch)])
+    run([*tree_git, "worktree", "add", "-q", "--detach", str(scratch), f"base-{BASE_VERSION}"])
+    try:
+        patches = [p for p in layout.series() if not p.name.startswith("0000-")] + wrong
+        run(["git", "-C", str(scratch), "am", "-q", "--keep-cr",
+             *(str(p.resolve()) for p in patches)])  # fmt: skip
+        head = run(["git", "-C", str(scratch), "rev-parse", "HEAD"], capture=True).strip()
+    finally:
+        run([*tree_git, "worktree", "remove", "--force", str(scratch)])
+    run([*tree_git, "checkout", "-q", "--force", "--detach", head])
+    return tree
 
 
 def build(layout: Layout, variant: str, debug: bool) -> Path:
@@ -361,27 +415,31 @@ def build(layout: Layout, variant: str, debug: bool) -> Path:
     link = layout.images / name
     if not (final / "bzImage").exists():
         ensure_source(layout)
-        require_clean_tree(layout)
-        if variant == "patched":
-            checkout_series(layout)
+        tree = layout.src
+        if variant == "wrong":
+            tree = prepare_wrong_tree(layout)
         else:
-            git(layout, "checkout", "-q", "--detach", f"base-{BASE_VERSION}")
-        out = layout.build_dir(debug)
-        configure(layout, out, debug, strict=variant == "patched")
-        image = make_bzimage(layout, out)
+            require_clean_tree(layout)
+            if variant == "patched":
+                checkout_series(layout)
+            else:
+                git(layout, "checkout", "-q", "--detach", f"base-{BASE_VERSION}")
+        out = layout.build_dir(debug, variant)
+        configure(layout, out, debug, strict=variant != "stock", tree=tree)
+        image = make_bzimage(layout, out, tree)
         staging = final.with_name(final.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         shutil.copy2(image, staging / "bzImage")
         shutil.copy2(out / ".config", staging / "config")
-        install_modules(layout, out, staging / "modroot")
+        install_modules(layout, out, staging / "modroot", tree)
         # What the VM tests need of this tree, which later builds check out anew:
         # modules.builtin for daxctl, the series' kselftest and its KTAP helpers.
         for name in ("modules.builtin", "modules.builtin.modinfo"):
             if (out / name).exists():
                 shutil.copy2(out / name, staging / name)
         for sub in ("dax", "kselftest"):
-            tests = layout.src / "tools/testing/selftests" / sub
+            tests = tree / "tools/testing/selftests" / sub
             if tests.is_dir():
                 shutil.copytree(tests, staging / "selftests" / sub)
         staging.rename(final)
@@ -778,7 +836,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=None)
     sub = parser.add_subparsers(dest="command", required=True)
     build_p = sub.add_parser("build", help="build a bzImage and print its path")
-    build_p.add_argument("--variant", choices=("stock", "patched"), default="patched")
+    build_p.add_argument(
+        "--variant",
+        choices=("stock", "patched", "wrong"),
+        default="patched",
+        help="wrong: the series plus tests/vm/wrong-kernel/*.patch (a test-only kernel)",
+    )
     build_p.add_argument("--debug", action="store_true", help="KASAN, lockdep, kmemleak")
     sub.add_parser("export", help="write branch memmap-kmem to kernel-patch/")
     sub.add_parser("check", help="git am, checkpatch and build each patch")

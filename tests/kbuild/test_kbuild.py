@@ -124,3 +124,35 @@ def test_image_key_ignores_the_cover_letter(tmp_path: Path) -> None:
     assert kbuild.series_key(layout) != branch
     (patches / "0001-a.patch").write_text("two")
     assert kbuild.image_key(layout, "patched", False) != image
+
+
+def test_wrong_variant_has_its_own_key_tree_and_build_dir(tmp_path: Path) -> None:
+    """The wrong kernel's image follows the series and the wrong patch, and it is built in a
+    tree and a build directory of its own, so it never dirties the patched build."""
+    patches = tmp_path / "kernel-patch"
+    patches.mkdir()
+    (patches / "series").write_text("0001-a.patch\n")
+    (patches / "0001-a.patch").write_text("one")
+    (tmp_path / "Kconfig.snippet").write_text("CONFIG_A=y\n")
+    wrong_dir = tmp_path / "tests" / "vm" / "wrong-kernel"
+    wrong_dir.mkdir(parents=True)
+    (wrong_dir / "0001-wrong.patch").write_text("wrong")
+    layout = kbuild.Layout(repo=tmp_path, cache=tmp_path / "cache")
+    assert [p.name for p in layout.wrong_patches()] == ["0001-wrong.patch"]
+    wrong = kbuild.image_key(layout, "wrong", False)
+    assert wrong != kbuild.image_key(layout, "patched", False)
+    (wrong_dir / "0001-wrong.patch").write_text("wronger")
+    assert kbuild.image_key(layout, "wrong", False) != wrong
+    wrong = kbuild.image_key(layout, "wrong", False)
+    (patches / "0001-a.patch").write_text("two")
+    assert kbuild.image_key(layout, "wrong", False) != wrong
+    assert layout.build_dir(False, "wrong") != layout.build_dir(False, "patched")
+    assert layout.build_dir(False, "patched") == layout.build_dir(False)
+    assert layout.wrong_src != layout.src
+
+
+def test_committed_wrong_patch_touches_only_sparse_vmemmap() -> None:
+    layout = kbuild.Layout(repo=REPO, cache=REPO / "unused")
+    (patch,) = layout.wrong_patches()
+    touched = re.findall(r"^diff --git a/(\S+) ", patch.read_text(), re.M)
+    assert touched == ["mm/sparse-vmemmap.c"]
