@@ -199,7 +199,7 @@ def op_snapshot(ctx: Context, step: Step) -> dict[str, Any]:
     if step.get("drop_caches", True):
         sysinfo.drop_caches()
     time.sleep(float(step.get("settle", 0)))
-    return sysinfo.snapshot()
+    return sysinfo.snapshot(ctx["repo"])
 
 
 def op_run(ctx: Context, step: Step) -> dict[str, Any]:
@@ -403,11 +403,13 @@ def op_offline(ctx: Context, step: Step) -> dict[str, Any]:
 
 
 def op_cycles(ctx: Context, step: Step) -> dict[str, Any]:
-    """Repeat online -> snapshot -> offline -> snapshot, count times, in this boot."""
+    """Repeat online -> snapshot -> offline -> snapshot, count times, in this boot. The
+    snapshot after onlining has the blocks and their witness too (placement per cycle)."""
     rounds = []
     for _ in range(int(step["count"])):
         online = op_online(ctx, step)
         after_online = sysinfo.snapshot_nodes()
+        after_online.update(sysinfo.snapshot_placement(ctx["repo"]))
         offline = op_offline(ctx, step)
         after_offline = sysinfo.snapshot_nodes()
         rounds.append(

@@ -1,7 +1,9 @@
 """Guest-side readings of memory placement: what the host's assertions are made from.
 
-Standard library only. Every figure comes straight from the kernel's files; nothing is
-interpreted here (the host does that, see vmtest/placement.py).
+Standard library only, except for the placement witness, which is pyshim.witness itself
+(imported from the checkout; see memmap_witness). Every figure comes straight from the
+kernel's files or page tables; nothing is judged here (the host does that, see
+vmtest/placement.py).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +168,49 @@ def dax_devices() -> list[dict[str, Any]]:
     return out
 
 
+def hotplugged_blocks() -> list[int]:
+    """The memory blocks that dax devices hot-added: those inside a dax device's range (kmem
+    adds whole blocks of it). Every other block is boot memory."""
+    return sorted({b for path in DAX.glob("dax*") for b in dax_blocks(path.name)})
+
+
+def memmap_witness(repo: str | None, blocks: list[int]) -> dict[str, Any]:
+    """Where the memmap of each of `blocks` physically is, from the kernel's page tables:
+    pyshim.witness's own functions, imported from the checkout (`repo`, shared read-only
+    from the host) as `python -m pyshim` would run it there. Never raises: a kernel without
+    /proc/kcore or VMCOREINFO gives {"error": why}, which the host's placement checks
+    report when they need the witness."""
+    if repo is None:
+        return {"error": "no repository path in the job: pyshim cannot be imported"}
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    try:
+        from pyshim import witness
+        from pyshim.kernel import Sysfs
+
+        layout, found = witness.witness_blocks(Sysfs("/"), blocks, set(blocks))
+    except Exception as exc:  # the host reports it; a snapshot must not stop the job
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "layout": {
+            "levels": layout.levels,
+            "vmemmap_base": layout.vmemmap_base,
+            "page_offset": layout.page_offset,
+            "struct_page_size": layout.struct_page_size,
+        },
+        "blocks": {
+            str(w.memory): {
+                "placement": w.placement.value,
+                "nodes": list(w.nodes),
+                "extents": [list(e) for e in w.extents],
+                "page_sizes": list(w.page_sizes),
+                "detail": w.detail,
+            }
+            for w in found
+        },
+    }
+
+
 def snapshot_nodes() -> dict[str, Any]:
     """The cheap part of a snapshot (per-node meminfo and zoneinfo), for loops."""
     return {
@@ -173,13 +219,24 @@ def snapshot_nodes() -> dict[str, Any]:
     }
 
 
-def snapshot() -> dict[str, Any]:
+def snapshot_placement(repo: str | None) -> dict[str, Any]:
+    """Per block: its node, state and attribute, which blocks dax hot-added, and the witness
+    for each of those."""
+    hotplugged = hotplugged_blocks()
+    return {
+        "block_size": block_size(),
+        "blocks": blocks(),
+        "hotplugged": hotplugged,
+        "witness": memmap_witness(repo, hotplugged),
+    }
+
+
+def snapshot(repo: str | None = None) -> dict[str, Any]:
     snap = snapshot_nodes()
+    snap.update(snapshot_placement(repo))
     snap.update(
         meminfo=meminfo(),
         vmstat=vmstat(),
-        block_size=block_size(),
-        blocks=blocks(),
         dax=dax_devices(),
         kmem_setting=read(KMEM_ATTR),
         kmem_param=read("/sys/module/kmem/parameters/memmap_on_memory"),
