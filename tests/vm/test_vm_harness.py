@@ -73,6 +73,28 @@ def test_kasan_images_route_pci_irqs_without_aml(tmp_path: Path) -> None:
     assert "pci=noacpi" not in kernel_cmdline(pmem, ["/init.sh"]).split()
 
 
+def test_second_dram_node_puts_the_hotplug_range_on_node_2_nearest_node_1() -> None:
+    spec = VMSpec(kernel=KERNEL, source=Source.PMEM, dram_node_mib=1024)
+    assert (spec.hotplug_node, spec.hotplug_base) == (2, 5 << 30)
+    assert "memmap=1024M!0x140000000" in kernel_cmdline(spec, ["/init.sh"])
+    argv = qemu_argv(spec, Path("/w"), Path("/w/serial.log"))
+    assert argv[argv.index("-m") + 1] == "5120M"
+    numa = [argv[i + 1] for i, a in enumerate(argv) if a == "-numa"]
+    assert numa[1:3] == ["node,nodeid=1,memdev=mdram1", "node,nodeid=2,memdev=m2"]
+    dist = {tuple(int(kv.split("=")[1]) for kv in d[5:].split(",")) for d in numa[3:]}
+    assert dist == {(0, 1, 21), (0, 2, 31), (1, 2, 14)}
+    nearest_to_2 = min((d, a if b == 2 else b) for a, b, d in dist if 2 in (a, b))
+    assert nearest_to_2 == (14, 1)
+    plain = qemu_argv(VMSpec(kernel=KERNEL, source=Source.PMEM), Path("/w"), Path("/w/s"))
+    assert "node,nodeid=1,memdev=m1" in plain and not any(a.startswith("dist") for a in plain)
+    with pytest.raises(ValueError, match="DRAM node"):
+        qemu_argv(
+            VMSpec(kernel=KERNEL, source=Source.CXL_RAM, dram_node_mib=1024),
+            Path("/w"),
+            Path("/w/s"),
+        )
+
+
 def test_small_guest_keeps_the_range_below_4g() -> None:
     spec = VMSpec(kernel=KERNEL, source=Source.PMEM, node0_mib=1024, hotplug_mib=1024)
     assert spec.hotplug_base == 1 << 30

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vmtest import asserts
+from vmtest import asserts, placement
 from vmtest import steps as s
 from vmtest.harness import Harness
 from vmtest.runner import Source, VMResult
@@ -96,6 +96,66 @@ def test_witness_in_dram_on_node_0(vm: Harness, figures: Callable[[str, Any], No
         ), (n, b)
     assert node1_status(result) == "ok"
     figures("check_witness_in_dram", result.step("witness_text")["stdout"])
+    asserts.clean_log(result)
+
+
+def test_memmap_in_dram_on_the_nearest_node_not_node_0(
+    vm: Harness, figures: Callable[[str, Any], None]
+) -> None:
+    """Two DRAM nodes; the hot-plugged memory is node 2, nearest to node 1 (`-numa dist`).
+    Nothing set on the patched kernel: the memmap goes to DRAM, and the page tables put it
+    on node 1, not node 0. Node 1's free memory pays at least the memmap; node 0 pays less
+    than it, so accounting that looked at node 0 alone would have missed the cost."""
+    result = vm.boot(
+        [
+            s.pmem_devdax(),
+            s.snapshot("before"),
+            s.online(method="daxctl"),
+            s.snapshot("after"),
+            s.shim("witness_json", "check", "--witness", "--json", parse_json=True),
+            s.shim("witness_text", "check", "--witness"),
+        ],
+        source=Source.PMEM,
+        dram_node_mib=1024,
+    )
+    asserts.booted_ok(result)
+    after = result.step("after")
+    (device,) = [d for d in after["dax"] if d["driver"] == "kmem"]
+    p = placement.measure(result.step("before"), after, node=2)
+    assert p.blocks == device["blocks"] != [], (p.blocks, device)
+    assert p.dram_nodes == [0, 1]
+    asserts.in_dram(p, result, nodes=[1])
+    memmap_kb = p.online_blocks * p.memmap_kb_per_block
+    paid = p.dram_free_drop_by_node_kb
+    figures(
+        "dram_nodes",
+        {
+            "device_numa_node": device["numa_node"],
+            "device_target_node": device["target_node"],
+            "online_blocks": p.online_blocks,
+            "memmap_kb": memmap_kb,
+            "witness_nodes": p.witness_nodes(),
+            "free_drop_kb_by_node": paid,
+            "dram_free_drop_kb_all_nodes": p.dram_free_drop_kb,
+            "node0_free_drop_kb": p.node0_free_drop_kb,
+        },
+    )
+    print(
+        f"two DRAM nodes: memmap of {p.online_blocks} blocks = {memmap_kb} kB; witness: "
+        f"node {p.witness_nodes()}; free memory dropped by node {paid} kB; all DRAM nodes "
+        f"{p.dram_free_drop_kb} kB, node 0 alone {p.node0_free_drop_kb} kB"
+    )
+    assert paid[1] >= memmap_kb, f"node 1 paid {paid[1]} kB < the memmap {memmap_kb} kB"
+    assert p.node0_free_drop_kb < memmap_kb, (
+        f"node 0 paid {p.node0_free_drop_kb} kB: node-0 accounting would have seen the memmap"
+    )
+    shim = result.step("witness_json")
+    assert shim["rc"] == 0, f"check --witness exit {shim['rc']}: {shim['stderr']}{shim['stdout']}"
+    blocks = {b["memory"]: b for d in shim["json"]["devices"] for b in d["blocks"]}
+    assert sorted(blocks) == p.blocks
+    for n, b in blocks.items():
+        assert (b["witness"], b["witness_nodes"], b["attribute"]) == ("dram", [1], False), (n, b)
+    figures("check_witness_two_dram_nodes", result.step("witness_text")["stdout"])
     asserts.clean_log(result)
 
 

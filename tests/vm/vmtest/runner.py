@@ -89,6 +89,22 @@ class VMSpec:
     # hmem only: 2 makes two soft-reserved ranges (3/8 and 1/2 of the hot-plug node, with a
     # reserved 1/8 between them so that e820 does not merge them): two dax devices.
     hotplug_parts: int = 1
+    # > 0: a second DRAM node (node 1, boot memory without CPUs, this many MiB, right after
+    # node 0's RAM); the hot-plug range becomes node 2, and `-numa dist` makes node 1 its
+    # nearest node (CXL memory behind the second socket): its memmap in DRAM goes there.
+    dram_node_mib: int = 0
+
+    @property
+    def hotplug_node(self) -> int:
+        return 2 if self.dram_node_mib else 1
+
+    @property
+    def numa_distances(self) -> tuple[tuple[int, int, int], ...]:
+        """(src, dst, distance) of every node pair when there are two DRAM nodes: the
+        hot-plug node is close to node 1 and far from node 0."""
+        if not self.dram_node_mib:
+            return ()
+        return ((0, 1, 21), (0, 2, 31), (1, 2, 14))
 
     @property
     def hotplug_base(self) -> int:
@@ -96,12 +112,13 @@ class VMSpec:
         if self.source in (Source.CXL_PMEM, Source.CXL_RAM):
             raise ValueError("CXL memory sits in the fixed memory window, not in RAM")
         # pc: with >= 3.5 GiB of RAM, 3 GiB stay below 4 GiB and the rest starts at 4 GiB.
-        total = self.node0_mib + self.hotplug_mib
+        # QEMU gives the nodes their RAM in node order: node 0, the DRAM node, the hot-plug node.
+        total = self.node0_mib + self.dram_node_mib + self.hotplug_mib
         if total * MIB < 0xE0000000:
-            return self.node0_mib * MIB
+            return (self.node0_mib + self.dram_node_mib) * MIB
         if self.node0_mib != 3072:
             raise ValueError("with >= 3.5 GiB of RAM node 0 must be exactly 3072 MiB (pc split)")
-        return 4 * GIB
+        return 4 * GIB + self.dram_node_mib * MIB
 
 
 @dataclass
@@ -211,6 +228,8 @@ def qemu_argv(spec: VMSpec, workdir: Path, serial_log: Path) -> list[str]:
     cpus = f"0-{spec.smp - 1}" if spec.smp > 1 else "0"
     bus = ""
     if spec.source in (Source.CXL_PMEM, Source.CXL_RAM):
+        if spec.dram_node_mib:
+            raise ValueError("a second DRAM node is only built for the pc machine (hmem, pmem)")
         argv += ["-machine", "q35,cxl=on"]
         argv += ["-m", f"{spec.node0_mib}M"]
         argv += ["-object", f"memory-backend-ram,id=m0,size={spec.node0_mib}M"]
@@ -219,13 +238,19 @@ def qemu_argv(spec: VMSpec, workdir: Path, serial_log: Path) -> list[str]:
         bus = ",bus=pcie.0"
     else:
         argv += ["-machine", "pc"]
-        total = spec.node0_mib + (spec.hotplug_mib if spec.source is not Source.NONE else 0)
-        argv += ["-m", f"{total}M"]
+        hotplug = spec.hotplug_mib if spec.source is not Source.NONE else 0
+        argv += ["-m", f"{spec.node0_mib + spec.dram_node_mib + hotplug}M"]
         argv += ["-object", f"memory-backend-ram,id=m0,size={spec.node0_mib}M"]
         argv += ["-numa", f"node,nodeid=0,memdev=m0,cpus={cpus}"]
-        if spec.source is not Source.NONE:
-            argv += ["-object", f"memory-backend-ram,id=m1,size={spec.hotplug_mib}M"]
-            argv += ["-numa", "node,nodeid=1,memdev=m1"]
+        if spec.dram_node_mib:
+            argv += ["-object", f"memory-backend-ram,id=mdram1,size={spec.dram_node_mib}M"]
+            argv += ["-numa", "node,nodeid=1,memdev=mdram1"]
+        if hotplug:
+            node = spec.hotplug_node
+            argv += ["-object", f"memory-backend-ram,id=m{node},size={hotplug}M"]
+            argv += ["-numa", f"node,nodeid={node},memdev=m{node}"]
+        for src, dst, distance in spec.numa_distances:
+            argv += ["-numa", f"dist,src={src},dst={dst},val={distance}"]
     argv += [
         "-fsdev",
         "local,id=vmroot,path=/,security_model=none,readonly=on,multidevs=remap",
