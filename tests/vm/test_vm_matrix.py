@@ -1,8 +1,9 @@
 """The patched kernel's setting matrix (issue 3, scenarios 1-6), one boot per case.
 
-Every case asserts placement two ways: the per-block `memoryN/memmap_on_memory` attribute and
-the node accounting (node MemTotal, /proc/zoneinfo present - managed of the hot-plug node),
-plus what node 0 paid (its free memory, see vmtest/placement.py).
+Every case asserts placement per block three ways (vmtest/placement.py): the page-table
+witness (where each block's struct pages physically are), the per-block
+`memoryN/memmap_on_memory` attribute and the node accounting (node MemTotal, /proc/zoneinfo
+present - managed of the hot-plug node). What DRAM paid is recorded as a figure.
 """
 
 from __future__ import annotations
@@ -133,8 +134,46 @@ def test_s2_runtime_on_with_shim(vm: Harness, figures: Callable[[str, Any], None
     asserts.on_memory(p, result)
     check = result.step("check")
     assert check["rc"] == 0, f"pyshim check after onlining: {check['stdout']}{check['stderr']}"
+    check_json_on_memory(check["json"], result.step("after"), p)
     no_leak(result)
     asserts.clean_log(result)
+
+
+def check_json_on_memory(
+    report: dict[str, Any], after: dict[str, Any], p: placement.Placement
+) -> None:
+    """`pyshim check --json` says, block by block, what the guest's sysfs and the node's
+    accounting say: every block of the kmem device on its memory, node 1's figures exact.
+    Expected values come from the guest's snapshot and the block size, not from pyshim."""
+    (device,) = [d for d in after["dax"] if d["driver"] == "kmem"]
+    n = len(device["blocks"])
+    assert n > 0 and device["blocks"] == p.blocks, (device, p.blocks)
+    memmap_bytes = p.block_bytes // placement.PAGE * placement.STRUCT_PAGE
+    assert (report["version"], report["status"]) == (1, "ok"), report
+    assert report["settings"]["kmem_memmap_on_memory"] == "on", report["settings"]
+    (dev,) = report["devices"]
+    assert (dev["chardev"], dev["mode"], dev["target_node"], dev["status"]) == (
+        device["name"],
+        "system-ram",
+        1,
+        "ok",
+    ), dev
+    assert (dev["expected_memmap_on_memory"], dev["total_memblocks"]) == (True, n), dev
+    blocks = [
+        (b["memory"], b["state"], b["memmap"], b["memmap_bytes"], b["status"])
+        for b in dev["blocks"]
+    ]
+    assert blocks == [
+        (number, "online", "memory", memmap_bytes, "ok") for number in device["blocks"]
+    ], blocks
+    (node1,) = [node for node in report["nodes"] if node["node"] == 1]
+    assert (
+        node1["status"],
+        node1["online_memblocks"],
+        node1["memmap_on_memory_memblocks"],
+        node1["present_minus_managed_bytes"],
+        node1["memtotal_bytes"],
+    ) == ("ok", n, n, n * memmap_bytes, n * (p.block_bytes - memmap_bytes)), node1
 
 
 # --- 3: kmem on from the command line, memory bound at boot --------------------------------
@@ -261,8 +300,18 @@ def test_s5_no_hidden_device_state(vm: Harness) -> None:
 # --- 6: hot-remove, 20 cycles in one boot --------------------------------------------------
 
 
+def expected_blocks(device: dict[str, Any], block_size: int) -> list[int]:
+    """The memory blocks that kmem adds for a dax device: those wholly inside its range,
+    from its start and size alone (a snapshot before the add has none of them yet)."""
+    first = -(-int(device["start"]) // block_size)
+    return list(range(first, (int(device["start"]) + int(device["size"])) // block_size))
+
+
 def test_s6_hot_remove_cycles(vm: Harness, figures: Callable[[str, Any], None]) -> None:
-    """Global N, kmem `on`: 20 x online -> offline -> remove. MemTotal returns each time."""
+    """Global N, kmem `on`: 20 x online -> offline -> remove. Each cycle: every block of the
+    device online with attribute 1 and its memmap on its first pages (witness), node 1's
+    MemTotal = blocks x (block - memmap) with the blocks taken from the device's range;
+    after removal MemTotal is back at the baseline."""
     count = 20
     result = vm.boot(
         [
@@ -281,16 +330,26 @@ def test_s6_hot_remove_cycles(vm: Harness, figures: Callable[[str, Any], None]) 
     baseline = result.step("baseline")
     rounds = result.step("cycles")["rounds"]
     assert len(rounds) == count
-    block_kb = baseline["block_size"] // 1024
+    block_size = int(baseline["block_size"])
+    (device,) = baseline["dax"]
+    want_blocks = expected_blocks(device, block_size)
+    assert want_blocks, f"no whole block in {device}"
+    block_kb = block_size // 1024
+    want_online_total = len(want_blocks) * (block_kb - block_kb // 64)
     base_total = placement.node_memtotal(baseline, 1)
     for i, r in enumerate(rounds):
-        # A node left without memory may go offline and vanish from sysfs: MemTotal 0.
-        online_total = placement.node_memtotal(r["online"], 1)
-        removed_total = placement.node_memtotal(r["offline"], 1)
-        blocks = online_total // (block_kb - block_kb // 64) if online_total else 0
-        assert online_total == blocks * (block_kb - block_kb // 64) and blocks > 0, (
-            f"cycle {i}: node 1 MemTotal {online_total} kB online is not memmap-on-memory"
+        online = r["online"]
+        p = placement.measure(r["offline"], online)
+        assert (p.blocks, p.online_blocks) == (want_blocks, len(want_blocks)), (
+            f"cycle {i}: node 1 blocks {p.blocks}, {p.online_blocks} online; want {want_blocks}"
         )
+        # attribute, witness, MemTotal and present - managed, all per block and exact
+        asserts.on_memory(p, result)
+        assert p.memtotal_kb == want_online_total, (
+            f"cycle {i}: node 1 MemTotal {p.memtotal_kb} kB, want {want_online_total} kB"
+        )
+        # A node left without memory may go offline and vanish from sysfs: MemTotal 0.
+        removed_total = placement.node_memtotal(r["offline"], 1)
         assert removed_total == base_total, (
             f"cycle {i}: node 1 MemTotal {removed_total} kB after remove, baseline {base_total}"
         )
@@ -298,6 +357,7 @@ def test_s6_hot_remove_cycles(vm: Harness, figures: Callable[[str, Any], None]) 
     drift = placement.node_free_with_pcp(baseline, 0) - placement.node_free_with_pcp(
         result.step("end"), 0
     )
+    figures("blocks_per_cycle", len(want_blocks))
     figures("node0_free_drift_kb", drift)
     figures(
         "cycle_seconds",
