@@ -6,8 +6,9 @@ its own NUMA node; the namespace keeps one block for itself) through the shim:
 1. nothing set (kmem `global`, memory_hotplug.memmap_on_memory off): the 6.12 behaviour;
 2. `python -m pyshim set --driver dax_kmem on` first: the memmap goes on the new memory.
 
-It prints what node 0 (the DRAM) paid in each boot, what the new node gave up, the per-block
-attribute, and the shim's own `show`, `check` and `plan` output from the second boot.
+It prints what each DRAM node paid in each boot and which one paid, where the page tables put
+each block's memmap (the witness), what the new node gave up, the per-block attribute, and
+the shim's own `show`, `check --witness` and `plan` output from the second boot.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def boot(kernel: Path, label: str, setup: list[dict[str, object]]) -> VMResult:
             s.online(method="shim"),
             s.snapshot("after"),
             s.shim("show", "show"),
-            s.shim("check", "check"),
+            s.shim("check", "check", "--witness"),
             s.shim("plan", "plan", "--capacity", "1T"),
         ],
     )
@@ -55,9 +56,35 @@ def describe(result: VMResult) -> placement.Placement:
     on_memory = sum(1 for b in blocks if b["memmap_on_memory"] == 1)
     print(f"  kmem memmap_on_memory:           {result.step('kmem')['value']}")
     print(f"  memory blocks onlined on node 1: {p.online_blocks}, memmap on the block: {on_memory}")
-    print(f"  node 0 (DRAM) spent:             {p.node0_free_drop_kb / 1024:6.1f} MiB")
+    print(f"  page tables (witness):           {witness_summary(p)}")
+    for node, kb in sorted(p.dram_free_drop_by_node_kb.items()):
+        print(f"  node {node} (DRAM) spent:             {kb / 1024:6.1f} MiB")
     print(f"  node 1 MemTotal:                 {p.memtotal_kb / 1024:6.1f} MiB")
     return p
+
+
+def witness_summary(p: placement.Placement) -> str:
+    """Where the page tables put the blocks' struct pages, counted per place."""
+    if p.witness_error:
+        return f"unavailable ({p.witness_error})"
+    places: dict[str, int] = {}
+    for w in p.witness.values():
+        if w["placement"] == "memory":
+            where = "on the block itself"
+        elif w["placement"] == "dram":
+            where = "in DRAM on node " + ",".join(map(str, w["nodes"]))
+        else:
+            where = w["placement"]
+        places[where] = places.get(where, 0) + 1
+    return "; ".join(f"{n} blocks {where}" for where, n in places.items()) or "no blocks"
+
+
+def who_paid(p: placement.Placement) -> str:
+    paid = {n: kb for n, kb in p.dram_free_drop_by_node_kb.items() if kb > 0}
+    if not paid:
+        return "no DRAM node"
+    node, kb = max(paid.items(), key=lambda item: item[1])
+    return f"node {node} ({kb / 1024:.1f} MiB)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,11 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n2) python -m pyshim set --driver dax_kmem on")
     after = describe(with_setting)
 
-    saved_kb = before.node0_free_drop_kb - after.node0_free_drop_kb
+    saved_kb = before.dram_free_drop_kb - after.dram_free_drop_kb
     onlined_mib = after.online_blocks * after.block_bytes // (1 << 20)
     memmap_kb = after.online_blocks * after.memmap_kb_per_block
+    nodes = ", ".join(map(str, before.dram_nodes))
+    print(f"\nDRAM nodes (boot memory): {nodes}. Nothing set: {who_paid(before)} paid the most.")
     print(
-        f"\nDRAM saved: {saved_kb / 1024:.1f} MiB for {onlined_mib} MiB onlined; the memmap of "
+        f"DRAM saved: {saved_kb / 1024:.1f} MiB for {onlined_mib} MiB onlined; the memmap of "
         f"those {after.online_blocks} blocks is {memmap_kb / 1024:.1f} MiB "
         f"({memmap_kb // onlined_mib} MiB per GiB, {memmap_kb // onlined_mib} GiB per TiB)."
     )
@@ -93,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for label in ("show", "check", "plan"):
         out = with_setting.step(label)
-        print(f"\n$ python -m pyshim {label}  (in the VM, exit {out.get('rc')})")
+        args = " ".join(out.get("argv", [])[3:]) or label
+        print(f"\n$ python -m pyshim {args}  (in the VM, exit {out.get('rc')})")
         print(str(out.get("stdout", "")).rstrip())
     return 0
 
