@@ -170,6 +170,7 @@ def test_wrong_kernel_is_caught(vm: Harness, figures: Callable[[str, Any], None]
         [
             s.kmem_set("on", method="sysfs"),
             s.pmem_devdax(),
+            s.snapshot("before"),
             s.online(method="daxctl"),
             s.snapshot("after_online"),
             s.shim("check_json", "check", "--json", parse_json=True),
@@ -193,4 +194,16 @@ def test_wrong_kernel_is_caught(vm: Harness, figures: Callable[[str, Any], None]
             n,
             b,
         )
+    # The VM scenarios' own placement verdict: the attribute, MemTotal and present - managed
+    # all say "on memory"; the witness alone says otherwise, for every block.
+    p = placement.measure(result.step("before"), snap)
+    assert p.blocks == device["blocks"] and p.block_attrs == [1] * len(p.blocks), p
+    problems = placement.check_on_memory(p)
+    assert len(problems) == len(p.blocks), problems
+    assert all(
+        x.startswith(f"witness: memory{n} ") for x, n in zip(problems, p.blocks, strict=True)
+    )
+    with pytest.raises(AssertionError, match="witness: memory"):
+        asserts.on_memory(p, result)
+    figures("placement_problems_wrong_kernel", problems)
     figures("check_witness_wrong_kernel", result.step("witness_text")["stdout"])
