@@ -64,7 +64,7 @@ def test_stress_race_setting_against_binds(
 def test_stress_faults_in_hot_add(vm: Harness, figures: Callable[[str, Any], None]) -> None:
     """failslab and fail_page_alloc inside kmem's probe with the memmap on memory: a failed
     probe leaves nothing behind, and the device binds normally once injection stops."""
-    out = stress(vm, "faults")
+    out = stress(vm, "faults", parts=2)
     figures("faults", out)
     print(f"faults: {out}")
     assert out["injected"] >= 4 and out["failed_binds"] >= 2, f"faults did not bite: {out}"
