@@ -25,12 +25,20 @@ GLOBAL_N = "memory_hotplug.memmap_on_memory=0"
 STRESS = Path(__file__).resolve().parent / "vmtest" / "guest" / "stress.py"
 
 
-def stress(vm: Harness, *args: str, parts: int = 1, timeout: float = 900) -> dict[str, Any]:
+def stress(
+    vm: Harness,
+    *args: str,
+    parts: int = 1,
+    timeout: float = 900,
+    kernel: str = "modular",
+    hotplug_mib: int = 1024,
+) -> dict[str, Any]:
     result = vm.boot(
         [s.run("stress", sys.executable, str(STRESS), *args, timeout=timeout), s.kmemleak()],
-        kernel="modular",
+        kernel=kernel,
         source=Source.HMEM,
         hotplug_parts=parts,
+        hotplug_mib=hotplug_mib,
         append=[GLOBAL_N],
         timeout=timeout + 300,
     )
@@ -58,7 +66,7 @@ def test_stress_race_setting_against_binds(
     print(f"race: {out}")
     assert out["writes"] == 1000
     assert out["binds"] >= 20 and out["exact_binds"] >= 10, out
-    assert 0 < out["binds_on_memory"] < out["binds"], f"one setting never applied: {out}"
+    assert 0 < out["exact_on_memory"] < out["exact_binds"], f"a setting never applied: {out}"
 
 
 def test_stress_faults_in_hot_add(vm: Harness, figures: Callable[[str, Any], None]) -> None:
@@ -67,13 +75,23 @@ def test_stress_faults_in_hot_add(vm: Harness, figures: Callable[[str, Any], Non
     out = stress(vm, "faults", parts=2)
     figures("faults", out)
     print(f"faults: {out}")
-    assert out["injected"] >= 4 and out["failed_binds"] >= 2, f"faults did not bite: {out}"
+    assert out["injected"] >= 4 and out["failed_binds"] >= 1, f"faults did not bite: {out}"
 
 
-def test_stress_pressure_cycles(vm: Harness, figures: Callable[[str, Any], None]) -> None:
-    """100 online/offline/remove cycles with the memmap on memory while a process holds 3/4
-    of the node's memory, which offlining must migrate."""
-    out = stress(vm, "pressure", "--cycles", "100", timeout=1800)
+@pytest.mark.parametrize(
+    ("kernel", "cycles"),
+    [("patched", 100), ("modular", 5)],
+    ids=["patched-100", "debug-5"],
+)
+def test_stress_pressure_cycles(
+    vm: Harness, figures: Callable[[str, Any], None], kernel: str, cycles: int
+) -> None:
+    """Online/offline/remove cycles with the memmap on memory while a process holds 3/4 of
+    the node's 512 MiB, which offlining must migrate: 100 on the built-in kernel, 5 on the
+    KASAN one (a cycle there takes about 40 s under TCG)."""
+    out = stress(
+        vm, "pressure", "--cycles", str(cycles), timeout=1800, kernel=kernel, hotplug_mib=512
+    )
     figures("pressure", out)
-    print(f"pressure: {out}")
-    assert out["cycles"] == 100 and out["hogged_mib"][0] > 0, out
+    print(f"pressure ({kernel}): {out}")
+    assert out["cycles"] == cycles and out["hogged_mib"][0] > 0, out

@@ -207,6 +207,7 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
         "binds": len(binds),
         "exact_binds": sum(1 for b in binds if b["exact"]),
         "binds_on_memory": sum(1 for b in binds if b["attrs"] and b["attrs"][0] == 1),
+        "exact_on_memory": sum(1 for b in binds if b["exact"] and b["setting"] == "on"),
         "seconds": round(seconds, 1),
         "problems": problems,
     }
@@ -393,13 +394,14 @@ def main(argv: list[str]) -> int:
     race_p = sub.add_parser("race")
     race_p.add_argument("--writes", type=int, default=1000)
     race_p.add_argument("--pause", type=float, default=0.005, help="seconds between writes")
-    race_p.add_argument("--burst", type=int, default=10, help="writes between quiet gaps")
-    race_p.add_argument("--gap", type=float, default=1.0, help="seconds of each quiet gap")
+    # An odd burst ends on "on" and "off" in turn, so the gaps see both settings.
+    race_p.add_argument("--burst", type=int, default=5, help="writes between quiet gaps")
+    race_p.add_argument("--gap", type=float, default=0.5, help="seconds of each quiet gap")
     faults_p = sub.add_parser("faults")
     faults_p.add_argument(
         "--spaces",
         type=lambda text: [int(x) for x in text.split(",")],
-        default=[0, 64, 256, 1024, 4096, 16384, 65536, 262144],
+        default=[0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536],
         help="allocation budgets before the injected failure (bytes)",
     )
     pressure_p = sub.add_parser("pressure")
