@@ -35,6 +35,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,21 +236,30 @@ def checkout_series(layout: Layout) -> None:
     stamp.write_text(f"{key} {head}\n")
 
 
+@contextmanager
+def scratch_worktree(tree: Path, suffix: str) -> Iterator[Path]:
+    """A detached worktree of tree at the base, next to it, removed afterwards (and any
+    leftover of an interrupted run first)."""
+    tree_git = ["git", "-C", str(tree)]
+    scratch = tree.with_name(tree.name + suffix)
+    run([*tree_git, "worktree", "prune"])
+    if scratch.exists():
+        run([*tree_git, "worktree", "remove", "--force", str(scratch)])
+    run([*tree_git, "worktree", "add", "-q", "--detach", str(scratch), f"base-{BASE_VERSION}"])
+    try:
+        yield scratch
+    finally:
+        run([*tree_git, "worktree", "remove", "--force", str(scratch)])
+
+
 def apply_series(layout: Layout) -> str:
     """git am the series onto the base in a scratch worktree; return the new tip."""
     patches = [p for p in layout.series() if not p.name.startswith("0000-")]
-    scratch = layout.src.with_name(layout.src.name + ".am")
-    git(layout, "worktree", "prune")
-    if scratch.exists():
-        git(layout, "worktree", "remove", "--force", str(scratch))
-    git(layout, "worktree", "add", "-q", "--detach", str(scratch), f"base-{BASE_VERSION}")
-    try:
+    with scratch_worktree(layout.src, ".am") as scratch:
         if patches:
             run(["git", "-C", str(scratch), "am", "-q", "--keep-cr",
                  *(str(p.resolve()) for p in patches)])  # fmt: skip
         return run(["git", "-C", str(scratch), "rev-parse", "HEAD"], capture=True).strip()
-    finally:
-        git(layout, "worktree", "remove", "--force", str(scratch))
 
 
 def branch_exists(layout: Layout) -> bool:
@@ -392,18 +403,11 @@ def prepare_wrong_tree(layout: Layout) -> Path:
     tree_git = ["git", "-C", str(tree)]
     # Tags of a newer source import; harmless when there is nothing new.
     run([*tree_git, "fetch", "-q", "--tags", str(layout.src)])
-    scratch = tree.with_name(tree.name + ".am")
-    run([*tree_git, "worktree", "prune"])
-    if scratch.exists():
-        run([*tree_git, "worktree", "remove", "--force", str(scratch)])
-    run([*tree_git, "worktree", "add", "-q", "--detach", str(scratch), f"base-{BASE_VERSION}"])
-    try:
+    with scratch_worktree(tree, ".am") as scratch:
         patches = [p for p in layout.series() if not p.name.startswith("0000-")] + wrong
         run(["git", "-C", str(scratch), "am", "-q", "--keep-cr",
              *(str(p.resolve()) for p in patches)])  # fmt: skip
         head = run(["git", "-C", str(scratch), "rev-parse", "HEAD"], capture=True).strip()
-    finally:
-        run([*tree_git, "worktree", "remove", "--force", str(scratch)])
     run([*tree_git, "checkout", "-q", "--force", "--detach", head])
     return tree
 
@@ -817,17 +821,10 @@ def check_distro(layout: Layout) -> int:
     targets = distro_targets(layout)
     out = layout.cache / "build" / f"linux-{BASE_VERSION}-distro"
     out.mkdir(parents=True, exist_ok=True)
-    scratch = layout.src.with_name(layout.src.name + ".distro")
-    git(layout, "worktree", "prune")
-    if scratch.exists():
-        git(layout, "worktree", "remove", "--force", str(scratch))
-    git(layout, "worktree", "add", "-q", "--detach", str(scratch), f"base-{BASE_VERSION}")
-    try:
+    with scratch_worktree(layout.src, ".distro") as scratch:
         before = distro_warnings(layout, scratch, out, targets)
         run(["git", "-C", str(scratch), "checkout", "-q", "--detach", BRANCH])
         after = distro_warnings(layout, scratch, out, targets)
-    finally:
-        git(layout, "worktree", "remove", "--force", str(scratch))
     new = [w for w in after if w not in before]
     print(f"Debian config: built {len(targets)} targets with W=1: {' '.join(targets)}")
     print(f"warnings: {len(before)} before the series, {len(after)} after, {len(new)} new")
