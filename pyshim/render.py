@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pyshim.logic import (
     JSON_VERSION,
@@ -17,6 +17,9 @@ from pyshim.logic import (
     settings_json,
 )
 from pyshim.parse import GlobalMode, KmemSetting, format_size
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 
 def _is_flat(value: object) -> bool:
@@ -294,6 +297,22 @@ def memmap_by_node(snapshot: Snapshot) -> dict[tuple[int, str], tuple[int, int]]
     return result
 
 
+def _state_gauge(
+    registry: CollectorRegistry,
+    name: str,
+    doc: str,
+    label: str,
+    values: list[str],
+    current: str | None,
+) -> None:
+    """A state set: one series per possible value, 1 for the current one, 0 for the rest."""
+    from prometheus_client import Gauge  # lazy, as in write_metrics
+
+    gauge = Gauge(name, doc, [label], registry=registry)
+    for value in values:
+        gauge.labels(**{label: value}).set(int(value == current))
+
+
 def write_metrics(path: str, snapshot: Snapshot, check_result: dict[str, Any], now: float) -> None:
     """node_exporter textfile-collector metrics in base units, written atomically by
     prometheus_client (a temporary file next to `path`, then a rename)."""
@@ -323,31 +342,31 @@ def write_metrics(path: str, snapshot: Snapshot, check_result: dict[str, Any], n
         "Memory block size (/sys/devices/system/memory/block_size_bytes).",
         registry=registry,
     ).set(settings.block_size)
-    kmem = Gauge(
+    _state_gauge(
+        registry,
         "pyshim_kmem_memmap_on_memory",
         "1 for the current value of /sys/bus/dax/drivers/kmem/memmap_on_memory.",
-        ["setting"],
-        registry=registry,
+        "setting",
+        [s.value for s in KmemSetting],
+        settings.kmem.value if settings.kmem is not None else None,
     )
-    for setting in KmemSetting:
-        kmem.labels(setting=setting.value).set(int(settings.kmem is setting))
-    global_mode = Gauge(
+    _state_gauge(
+        registry,
         "pyshim_global_memmap_on_memory",
         "1 for the current value of memory_hotplug.memmap_on_memory.",
-        ["setting"],
-        registry=registry,
+        "setting",
+        [m.value for m in GlobalMode],
+        settings.global_mode.value if settings.global_mode is not None else None,
     )
-    for mode in GlobalMode:
-        global_mode.labels(setting=mode.value).set(int(settings.global_mode is mode))
-    status = Gauge(
+    _state_gauge(
+        registry,
         "pyshim_check_status",
         "1 for the result of pyshim check: ok, stale (memmaps where an earlier setting put "
         "them) or inconsistent (blocks or node accounting disagree).",
-        ["status"],
-        registry=registry,
+        "status",
+        ["ok", "stale", "inconsistent"],
+        check_result["status"],
     )
-    for value in ("ok", "stale", "inconsistent"):
-        status.labels(status=value).set(int(check_result["status"] == value))
     Gauge(
         "pyshim_stale_memory_blocks",
         "Memory blocks whose memmap is not where the current settings would put it.",
