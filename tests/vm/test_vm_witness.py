@@ -104,8 +104,8 @@ def test_memmap_in_dram_on_the_nearest_node_not_node_0(
 ) -> None:
     """Two DRAM nodes; the hot-plugged memory is node 2, nearest to node 1 (`-numa dist`).
     Nothing set on the patched kernel: the memmap goes to DRAM, and the page tables put it
-    on node 1, not node 0. Node 1's free memory pays at least the memmap; node 0 pays less
-    than it, so accounting that looked at node 0 alone would have missed the cost."""
+    on node 1, not node 0. Node 1's free memory pays nearly all the memmap (2 % slack); node 0
+    pays less than it, so accounting that looked at node 0 alone would have missed the cost."""
     result = vm.boot(
         [
             s.pmem_devdax(),
@@ -145,7 +145,14 @@ def test_memmap_in_dram_on_the_nearest_node_not_node_0(
         f"node {p.witness_nodes()}; free memory dropped by node {paid} kB; all DRAM nodes "
         f"{p.dram_free_drop_kb} kB, node 0 alone {p.node0_free_drop_kb} kB"
     )
-    assert paid[1] >= memmap_kb, f"node 1 paid {paid[1]} kB < the memmap {memmap_kb} kB"
+    # Free memory is a net figure: pages other code frees on node 1 in the same window (RCU
+    # slab frees, page cache) offset part of the memmap. One run measured 14304 kB for a
+    # 14336 kB memmap. The witness above is exact; this asks only that node 1 paid nearly
+    # all of it (a memmap on node 0 leaves node 1 paying next to nothing).
+    slack_kb = memmap_kb // 50
+    assert paid[1] >= memmap_kb - slack_kb, (
+        f"node 1 paid {paid[1]} kB < the memmap {memmap_kb} kB - {slack_kb} kB"
+    )
     assert p.node0_free_drop_kb < memmap_kb, (
         f"node 0 paid {p.node0_free_drop_kb} kB: node-0 accounting would have seen the memmap"
     )
