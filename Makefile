@@ -10,9 +10,16 @@ KBUILD := $(PYTHON) kbuild/kbuild.py
 MEMMAP_KMEM_VM ?= 1
 export MEMMAP_KMEM_VM
 
+# Kernel bases (kbuild/kbuild.py BASES). The targets without a suffix are for 6.12, the
+# LTS backport that the deeper checks (debug kernel, stress, distro config) run on; each
+# base B also has kernel-B, kernel-stock-B, prepare-series-B, export-series-B,
+# check-series-B, kunit-B and vm-test-B.
+BASES := 6.12 7.3
+OTHER_BASES := $(filter-out 6.12,$(BASES))
+
 .PHONY: all deps venv kernel kernel-stock kernel-debug kernel-wrong vm-test-wrong prepare-series \
 	export-series check-series check-config check-distro kunit lint unit man vm-deps vm-test \
-	vm-test-debug test demo bench \
+	vm-test-debug range-diff check-range-diff test demo bench \
 	clean-venv help
 
 all: help
@@ -22,6 +29,7 @@ help:
 	@echo "make test           lint, unit tests, series check, KUnit, VM tests"
 	@echo "make kernel         build the patched kernel (prints the bzImage path)"
 	@echo "make kernel-stock   build unpatched 6.12.117 with the same config"
+	@echo "make kernel-7.3     the same for Linux 7.3 (every 6.12 kernel/series target has a -7.3)"
 	@echo "make kernel-debug   patched, kmem a module, KASAN, lockdep, kmemleak, faults"
 	@echo "make kernel-wrong   the series + a deliberately wrong test-only patch"
 	@echo "make vm-test-wrong  the witness must catch the wrong kernel (not in make test)"
@@ -33,6 +41,8 @@ help:
 	@echo "make kunit          boot the patched kernel and check the KUnit suite"
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
 	@echo "make vm-test-debug  scenario 7 on the KASAN/lockdep/kmemleak kernel"
+	@echo "make vm-test-7.3    the VM scenarios that run on 7.3, with upstream's selftests"
+	@echo "make range-diff     kernel-patch/range-diff.txt: the 6.12 series against the 7.3 one"
 	@echo "make bench          benchmarks P1-P3 into bench/results/"
 	@echo "make man            regenerate man/pyshim.1 and completion/ from pyshim's parser"
 
@@ -112,9 +122,50 @@ vm-test-wrong: venv kernel-wrong kernel-stock vm-deps
 	MEMMAP_KMEM_WRONG_KERNEL=$$($(KBUILD) build --variant wrong) \
 	$(VPY) -m pytest -q -m vm tests/vm/test_vm_witness.py -k wrong_kernel
 
-# The stock kernel first: check-series then builds each patch incrementally on
+# The same targets for every other base; MEMMAP_KMEM_BASE picks the images and tells the
+# VM tests which scenarios run on that base (the `bases` marker, tests/vm/conftest.py).
+define base_targets
+kernel-$(1): deps
+	$$(KBUILD) --base $(1) build --variant patched
+
+kernel-stock-$(1): deps
+	$$(KBUILD) --base $(1) build --variant stock
+
+prepare-series-$(1): deps
+	$$(KBUILD) --base $(1) prepare
+
+export-series-$(1):
+	$$(KBUILD) --base $(1) export
+
+check-series-$(1): deps
+	$$(KBUILD) --base $(1) check
+
+kunit-$(1): kernel-$(1)
+	$$(KBUILD) --base $(1) kunit
+
+vm-test-$(1): venv kernel-$(1) kernel-stock-$(1) vm-deps
+	MEMMAP_KMEM_BASE=$(1) $$(VPY) -m pytest -q -m vm tests/vm
+
+.PHONY: kernel-$(1) kernel-stock-$(1) prepare-series-$(1) export-series-$(1) check-series-$(1) \
+	kunit-$(1) vm-test-$(1)
+endef
+$(foreach base,$(OTHER_BASES),$(eval $(call base_targets,$(base))))
+
+# Both series must be checked out in the cache (check-series and check-series-7.3 do it).
+range-diff: deps
+	$(KBUILD) range-diff --output kernel-patch/range-diff.txt
+
+check-range-diff: deps
+	$(KBUILD) range-diff --output $(CURDIR)/.range-diff.new
+	@if cmp -s .range-diff.new kernel-patch/range-diff.txt; then rm -f .range-diff.new; \
+	else echo "kernel-patch/range-diff.txt is stale: run make range-diff"; \
+	diff -u kernel-patch/range-diff.txt .range-diff.new | head -40; rm -f .range-diff.new; exit 1; fi
+
+# Per base, the stock kernel first: check-series then builds each patch incrementally on
 # top of it, and its last step leaves the patched kernel ready for the VM tests.
-test: lint unit kernel-stock check-series check-config check-distro kunit vm-test vm-test-debug
+test: lint unit kernel-stock check-series check-config check-distro kunit vm-test vm-test-debug \
+	$(foreach base,$(OTHER_BASES),kernel-stock-$(base) check-series-$(base) kunit-$(base) \
+	vm-test-$(base)) check-range-diff
 
 demo: venv kernel vm-deps
 	$(VPY) tests/vm/demo.py

@@ -1,28 +1,32 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""Build the 6.12 kernel with (or without) the kmem memmap_on_memory series.
+"""Build a kernel base with (or without) the kmem memmap_on_memory series.
 
-The kernel tree lives in a cache directory outside the repository:
+Each kernel base (BASES: Debian's 6.12 LTS and 7.3 sources) has its own series in
+kernel-patch/<base>/ and its own trees and images in a cache outside the repository:
 
   $CACHE/src/linux-<ver>/      git tree: tag base-<ver> is Debian's linux-source
                                tarball, branch memmap-kmem is the series on top
   $CACHE/build/<flavour>/      kbuild output directory (O=), one per config flavour
-  $CACHE/images/<name>-<key>/  finished bzImage + .config, keyed by everything
-                               that went into them; images/<name> links the newest
+  $CACHE/images/<base>/<name>-<key>/  finished bzImage + .config, keyed by everything
+                               that went into them; images/<base>/<name> links the newest
   $CACHE/wrong/linux-<ver>/    the "wrong" variant's own tree (a shared clone of src:
                                series + tests/vm/wrong-kernel/*.patch, detached); its
                                build directory is build/linux-<ver>-wrong
+  $CACHE/apt/<suite>/          a private apt configuration per Debian suite, used to
+                               download sources the host's apt does not know
 
 The cache is $MEMMAP_KMEM_CACHE, else $XDG_CACHE_HOME/memmap-kmem, else
 ~/.cache/memmap-kmem.  A second build with nothing changed does no work.
 
-Sub-commands:
+Sub-commands (each takes --base, default 6.12):
   build   --variant stock|patched|wrong [--debug]   print the bzImage path
   export                                      branch -> kernel-patch/
   check                                       git am, checkpatch, build each patch
   check-config                                fragment lines olddefconfig dropped
   check-distro                                W=1 build under Debian's amd64 config
   kunit   [--kernel K] [--log L]                boot K in QEMU, check its KUnit suites
+  range-diff                                  git range-diff of the 6.12 and 7.3 series
 """
 
 from __future__ import annotations
@@ -37,13 +41,65 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-BASE_VERSION = "6.12.117"
-DEBIAN_PACKAGE = "linux-source-6.12"
-DEBIAN_VERSION = "6.12.117-1~deb12u1"
 BRANCH = "memmap-kmem"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A Debian suite that apt reaches through a private configuration (private_apt)."""
+
+    uri: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Base:
+    """A kernel the series is maintained for: Debian's linux-source package of it.
+
+    archive None means the host's own apt sources have the package (Debian 12's
+    bookworm-security for 6.12); otherwise it is downloaded from that suite with a
+    private apt configuration and never installed. newest: a suite whose newest
+    package of the same series the patches must also apply to (check-series).
+    kconfig_renames: Kconfig.snippet symbols this base knows under another name."""
+
+    name: str
+    version: str
+    package: str
+    debian_version: str
+    config_package: str
+    archive: Suite | None = None
+    newest: Suite | None = None
+    kconfig_renames: dict[str, str] = field(default_factory=dict)
+
+
+BASES = {
+    base.name: base
+    for base in (
+        Base(
+            name="6.12",
+            version="6.12.117",
+            package="linux-source-6.12",
+            debian_version="6.12.117-1~deb12u1",
+            config_package="linux-config-6.12",
+            newest=Suite("http://deb.debian.org/debian-security", "trixie-security"),
+        ),
+        Base(
+            name="7.3",
+            version="7.3.4",
+            package="linux-source-7.3",
+            debian_version="7.3.4-1~bpo13+1",
+            config_package="linux-config-7.3",
+            archive=Suite("http://deb.debian.org/debian", "trixie-backports"),
+            # The sysctl option lost its PROC_ prefix (default y) after 6.12.
+            kconfig_renames={"CONFIG_PROC_SYSCTL": "CONFIG_SYSCTL"},
+        ),
+    )
+}
+DEFAULT_BASE = "6.12"
 KUNIT_SUITES = ("dax_kmem_memmap",)
 # Identity and dates of the imported base commit: fixed, so that every machine
 # creates the same base-commit id and the series' base-commit line is stable.
@@ -70,34 +126,35 @@ class Layout:
 
     repo: Path
     cache: Path
+    base: Base = BASES[DEFAULT_BASE]
 
     @property
-    def tarball(self) -> Path:
-        return Path("/usr/src") / f"{DEBIAN_PACKAGE}.tar.xz"
+    def base_tag(self) -> str:
+        return f"base-{self.base.version}"
 
     @property
     def src(self) -> Path:
-        return self.cache / "src" / f"linux-{BASE_VERSION}"
+        return self.cache / "src" / f"linux-{self.base.version}"
 
     def build_dir(self, debug: bool, variant: str = "patched") -> Path:
         suffix = "-wrong" if variant == "wrong" else ""
         suffix += "-debug" if debug else ""
-        return self.cache / "build" / f"linux-{BASE_VERSION}{suffix}"
+        return self.cache / "build" / f"linux-{self.base.version}{suffix}"
 
     @property
     def wrong_src(self) -> Path:
-        return self.cache / "wrong" / f"linux-{BASE_VERSION}"
+        return self.cache / "wrong" / f"linux-{self.base.version}"
 
     def wrong_patches(self) -> list[Path]:
         return sorted((self.repo / "tests" / "vm" / "wrong-kernel").glob("*.patch"))
 
     @property
     def images(self) -> Path:
-        return self.cache / "images"
+        return self.cache / "images" / self.base.name
 
     @property
     def patch_dir(self) -> Path:
-        return self.repo / "kernel-patch"
+        return self.repo / "kernel-patch" / self.base.name
 
     @property
     def fragment(self) -> Path:
@@ -157,33 +214,45 @@ def git(
     return run(["git", "-C", str(layout.src), *args], capture=capture, env=env)
 
 
+def source_tarball(layout: Layout) -> Path:
+    """The base's linux-source tarball: installed from the host's apt sources, or
+    downloaded from the base's suite with a private apt and unpacked in the cache."""
+    base = layout.base
+    if base.archive is None:
+        tarball = Path("/usr/src") / f"{base.package}.tar.xz"
+        if not tarball.exists():
+            run(
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                 f"{base.package}={base.debian_version}"],
+                env={"DEBIAN_FRONTEND": "noninteractive"},
+            )  # fmt: skip
+        return tarball
+    deb = download_deb(layout, base.archive, f"{base.package}={base.debian_version}")
+    root = deb.parent / "root"
+    shutil.rmtree(root, ignore_errors=True)
+    run(["dpkg-deb", "-x", str(deb), str(root)])
+    return next(root.rglob(f"{base.package}.tar.xz"))
+
+
 def ensure_source(layout: Layout) -> None:
-    """Install the Debian source package if needed and import it as a git base."""
+    """Fetch the Debian source package if needed and import it as a git base."""
     if (layout.src / ".git").is_dir():
         return
-    if not layout.tarball.exists():
-        run(
-            [
-                "apt-get",
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                f"{DEBIAN_PACKAGE}={DEBIAN_VERSION}",
-            ],
-            env={"DEBIAN_FRONTEND": "noninteractive"},
-        )
+    base = layout.base
+    tarball = source_tarball(layout)
     staging = layout.src.with_name(layout.src.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    run(["tar", "-xJf", str(layout.tarball), "-C", str(staging), "--strip-components=1"])
+    run(["tar", "-xJf", str(tarball), "-C", str(staging), "--strip-components=1"])
+    if base.archive is not None:
+        shutil.rmtree(tarball.parents[2])  # the unpacked .deb; the .deb stays cached
     # Debian's .gitignore ignores the whole top level; the import takes every file.
     env = dict(BASE_IDENTITY)
     for args in (
         ["init", "-q"],
         ["add", "-f", "-A", "."],
-        ["commit", "-q", "-m", f"Linux {BASE_VERSION} ({DEBIAN_PACKAGE})"],
-        ["tag", f"base-{BASE_VERSION}"],
+        ["commit", "-q", "-m", f"Linux {base.version} ({base.package})"],
+        ["tag", layout.base_tag],
         ["config", "user.name", SERIES_IDENTITY[0]],
         ["config", "user.email", SERIES_IDENTITY[1]],
     ):
@@ -237,15 +306,15 @@ def checkout_series(layout: Layout) -> None:
 
 
 @contextmanager
-def scratch_worktree(tree: Path, suffix: str) -> Iterator[Path]:
-    """A detached worktree of tree at the base, next to it, removed afterwards (and any
+def scratch_worktree(tree: Path, suffix: str, start: str) -> Iterator[Path]:
+    """A detached worktree of tree at start, next to it, removed afterwards (and any
     leftover of an interrupted run first)."""
     tree_git = ["git", "-C", str(tree)]
     scratch = tree.with_name(tree.name + suffix)
     run([*tree_git, "worktree", "prune"])
     if scratch.exists():
         run([*tree_git, "worktree", "remove", "--force", str(scratch)])
-    run([*tree_git, "worktree", "add", "-q", "--detach", str(scratch), f"base-{BASE_VERSION}"])
+    run([*tree_git, "worktree", "add", "-q", "--detach", str(scratch), start])
     try:
         yield scratch
     finally:
@@ -255,7 +324,7 @@ def scratch_worktree(tree: Path, suffix: str) -> Iterator[Path]:
 def apply_series(layout: Layout) -> str:
     """git am the series onto the base in a scratch worktree; return the new tip."""
     patches = [p for p in layout.series() if not p.name.startswith("0000-")]
-    with scratch_worktree(layout.src, ".am") as scratch:
+    with scratch_worktree(layout.src, ".am", layout.base_tag) as scratch:
         if patches:
             run(["git", "-C", str(scratch), "am", "-q", "--keep-cr",
                  *(str(p.resolve()) for p in patches)])  # fmt: skip
@@ -319,7 +388,7 @@ def configure(
     )
     run([*make, "olddefconfig"], quiet=True)
     if strict:
-        dropped = dropped_lines(fragments, out / ".config")
+        dropped = dropped_lines(fragments, out / ".config", layout.base.kconfig_renames)
         if dropped:
             raise BuildError(
                 "olddefconfig dropped these fragment lines (a missing "
@@ -327,9 +396,13 @@ def configure(
             )
 
 
-def dropped_lines(fragments: list[Path], config: Path) -> list[str]:
+def dropped_lines(
+    fragments: list[Path], config: Path, renames: dict[str, str] | None = None
+) -> list[str]:
     """Fragment lines missing from config; a later fragment's line for a symbol replaces an
-    earlier one's, as merge_config.sh does (the debug variant turns kmem into a module)."""
+    earlier one's, as merge_config.sh does (the debug variant turns kmem into a module).
+    renames: symbols the base knows under another name, whose line must then hold under
+    that name."""
     have = set(config.read_text().splitlines())
     wanted: dict[str, str] = {}
     for fragment in fragments:
@@ -338,6 +411,9 @@ def dropped_lines(fragments: list[Path], config: Path) -> list[str]:
             symbol = re.match(r"^(?:# )?(CONFIG_\w+)", line)
             if symbol:
                 wanted[symbol.group(1)] = line
+    for old, new in (renames or {}).items():
+        if old in wanted:
+            wanted[new] = wanted.pop(old).replace(old, new)
     return [line for line in wanted.values() if line not in have]
 
 
@@ -372,7 +448,7 @@ def install_modules(layout: Layout, out: Path, root: Path, tree: Path | None = N
 
 
 def image_key(layout: Layout, variant: str, debug: bool) -> str:
-    parts = [BASE_VERSION.encode(), variant.encode(), layout.fragment.read_bytes()]
+    parts = [layout.base.version.encode(), variant.encode(), layout.fragment.read_bytes()]
     if debug:
         parts.append(layout.debug_fragment.read_bytes())
     if variant in ("patched", "wrong"):
@@ -393,6 +469,8 @@ def prepare_wrong_tree(layout: Layout) -> Path:
     wrong = layout.wrong_patches()
     if not wrong:
         raise BuildError(f"no patches in {layout.repo / 'tests/vm/wrong-kernel'}")
+    if layout.base.name != DEFAULT_BASE:
+        raise BuildError(f"the wrong kernel's patch is written for the {DEFAULT_BASE} series")
     tree = layout.wrong_src
     if not (tree / ".git").is_dir():
         shutil.rmtree(tree, ignore_errors=True)
@@ -403,7 +481,7 @@ def prepare_wrong_tree(layout: Layout) -> Path:
     tree_git = ["git", "-C", str(tree)]
     # Tags of a newer source import; harmless when there is nothing new.
     run([*tree_git, "fetch", "-q", "--tags", str(layout.src)])
-    with scratch_worktree(tree, ".am") as scratch:
+    with scratch_worktree(tree, ".am", layout.base_tag) as scratch:
         patches = [p for p in layout.series() if not p.name.startswith("0000-")] + wrong
         run(["git", "-C", str(scratch), "am", "-q", "--keep-cr",
              *(str(p.resolve()) for p in patches)])  # fmt: skip
@@ -427,7 +505,7 @@ def build(layout: Layout, variant: str, debug: bool) -> Path:
             if variant == "patched":
                 checkout_series(layout)
             else:
-                git(layout, "checkout", "-q", "--detach", f"base-{BASE_VERSION}")
+                git(layout, "checkout", "-q", "--detach", layout.base_tag)
         out = layout.build_dir(debug, variant)
         configure(layout, out, debug, strict=variant != "stock", tree=tree)
         image = make_bzimage(layout, out, tree)
@@ -438,11 +516,12 @@ def build(layout: Layout, variant: str, debug: bool) -> Path:
         shutil.copy2(out / ".config", staging / "config")
         install_modules(layout, out, staging / "modroot", tree)
         # What the VM tests need of this tree, which later builds check out anew:
-        # modules.builtin for daxctl, the series' kselftest and its KTAP helpers.
+        # modules.builtin for daxctl, the series' kselftest, upstream's dax and memory
+        # hotplug selftests, and their KTAP helpers.
         for name in ("modules.builtin", "modules.builtin.modinfo"):
             if (out / name).exists():
                 shutil.copy2(out / name, staging / name)
-        for sub in ("dax", "kselftest"):
+        for sub in ("dax", "memory-hotplug", "kselftest"):
             tests = tree / "tools/testing/selftests" / sub
             if tests.is_dir():
                 shutil.copytree(tests, staging / "selftests" / sub)
@@ -467,10 +546,10 @@ def export(layout: Layout) -> None:
             "--cover-letter",
             "--cover-from-description=subject",
             "--thread=shallow",
-            f"--base=base-{BASE_VERSION}",
+            f"--base={layout.base_tag}",
             "-o",
             tmp,
-            f"base-{BASE_VERSION}..{BRANCH}",
+            f"{layout.base_tag}..{BRANCH}",
         )
         layout.patch_dir.mkdir(exist_ok=True)
         for old in layout.patch_dir.glob("*.patch"):
@@ -540,7 +619,7 @@ def check(layout: Layout) -> int:
             print("   ", line)
         failures += len(bad)
     commits = git(
-        layout, "rev-list", "--reverse", f"base-{BASE_VERSION}..{BRANCH}", capture=True
+        layout, "rev-list", "--reverse", f"{layout.base_tag}..{BRANCH}", capture=True
     ).split()
     out = layout.build_dir(debug=False)
     for number, commit in enumerate(commits, 1):
@@ -551,8 +630,8 @@ def check(layout: Layout) -> int:
         make_bzimage(layout, out)
     git(layout, "checkout", "-q", BRANCH)
     configure(layout, out, debug=False, strict=True)
-    print(f"series applies to its base {BASE_VERSION} and builds after each patch")
-    if not check_newest_base(layout, patches):
+    print(f"series applies to its base {layout.base.version} and builds after each patch")
+    if layout.base.newest and not check_newest_base(layout, layout.base.newest, patches):
         failures += 1
     if failures:
         print(f"check-series: {failures} problems (checkpatch, newest base)", file=sys.stderr)
@@ -650,21 +729,16 @@ def boot_for_kunit(kernel: Path, timeout: int) -> str:
     return proc.stdout
 
 
-# The newest 6.12.y that Debian ships: the series must apply there too.
-NEWEST_SUITE = ("http://deb.debian.org/debian-security", "trixie-security")
-NEWEST_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-
-
-def private_apt(layout: Layout, uri: str, suite: str) -> list[str]:
+def private_apt(layout: Layout, suite: Suite) -> list[str]:
     """apt-get with a configuration of its own under the cache: one suite, its own lists and
     status, so that the host's sources and installed packages are never touched."""
-    root = layout.cache / "apt" / suite
+    root = layout.cache / "apt" / suite.name
     for sub in ("etc/apt/sources.list.d", "etc/apt/preferences.d", "var/lib/apt/lists/partial",
                 "var/cache/apt/archives/partial", "var/lib/dpkg"):  # fmt: skip
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "var/lib/dpkg/status").touch()
     (root / "etc/apt/sources.list").write_text(
-        f"deb [signed-by={NEWEST_KEYRING}] {uri} {suite} main\n"
+        f"deb [signed-by={DEBIAN_KEYRING}] {suite.uri} {suite.name} main\n"
     )
     return [
         "apt-get",
@@ -676,29 +750,42 @@ def private_apt(layout: Layout, uri: str, suite: str) -> list[str]:
     ]  # fmt: skip
 
 
-def newest_base_files(layout: Layout, paths: list[str]) -> tuple[str, Path]:
-    """Download the newest linux-source-6.12 of NEWEST_SUITE and extract the given paths into
-    a git repository of their own; return its version and the repository."""
-    uri, suite = NEWEST_SUITE
-    apt = private_apt(layout, uri, suite)
+def download_deb(layout: Layout, suite: Suite, package: str) -> Path:
+    """apt-get download package (name or name=version) from suite into the cache; the
+    .deb of a pinned version is reused, an unpinned name fetches the suite's newest."""
+    work = layout.cache / "apt" / suite.name / "download"
+    name, _, version = package.partition("=")
+    if version:
+        quoted = version.replace("~", "%7e").replace(":", "%3a")
+        cached = sorted(work.glob(f"{name}_{quoted}_*.deb"))
+        if cached:
+            return cached[0]
+    apt = private_apt(layout, suite)
     run([*apt, "update"], quiet=True)
-    work = layout.cache / "apt" / suite / "download"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    run([*apt, "download", DEBIAN_PACKAGE], cwd=work, quiet=True)
-    debs = sorted(work.glob(f"{DEBIAN_PACKAGE}_*.deb"))
+    run([*apt, "download", package], cwd=work, quiet=True)
+    debs = sorted(work.glob(f"{name}_*.deb"))
     if not debs:
-        raise BuildError(f"no {DEBIAN_PACKAGE} downloaded from {suite}")
-    version = debs[0].name.split("_")[1].replace("%7e", "~")
+        raise BuildError(f"apt-get download {package} from {suite.name} left no .deb in {work}")
+    return debs[0]
+
+
+def newest_base_files(layout: Layout, suite: Suite, paths: list[str]) -> tuple[str, Path]:
+    """Download the newest package of the base's series in suite and extract the given paths
+    into a git repository of their own; return its version and the repository."""
+    package = layout.base.package
+    deb = download_deb(layout, suite, package)
+    version = deb.name.split("_")[1].replace("%7e", "~")
     repo = layout.cache / "src" / f"newest-{version}"
     if (repo / ".git").is_dir():
         return version, repo
     shutil.rmtree(repo, ignore_errors=True)
-    deb_root = work / "root"
-    run(["dpkg-deb", "-x", str(debs[0]), str(deb_root)])
-    tarball = next(deb_root.rglob(f"{DEBIAN_PACKAGE}.tar.xz"))
+    deb_root = deb.parent / "root"
+    run(["dpkg-deb", "-x", str(deb), str(deb_root)])
+    tarball = next(deb_root.rglob(f"{package}.tar.xz"))
     repo.mkdir(parents=True)
-    top = f"{DEBIAN_PACKAGE}/"
+    top = f"{package}/"
     run(["tar", "-xJf", str(tarball), "-C", str(repo), "--strip-components=1",
          "--ignore-failed-read", *(top + p for p in paths)])  # fmt: skip
     shutil.rmtree(deb_root)
@@ -708,15 +795,14 @@ def newest_base_files(layout: Layout, paths: list[str]) -> tuple[str, Path]:
     return version, repo
 
 
-def check_newest_base(layout: Layout, patches: list[Path]) -> bool:
-    """git am the series onto the files it touches, taken from Debian's newest 6.12.y."""
-    touched: set[str] = set()
-    for patch in patches:
-        touched.update(re.findall(r"^diff --git a/(\S+) ", patch.read_text(), re.M))
+def check_newest_base(layout: Layout, suite: Suite, patches: list[Path]) -> bool:
+    """git am the series onto the files it touches, taken from the suite's newest package
+    of the base's series (for 6.12: the newest 6.12.y that Debian ships)."""
+    touched = touched_paths(patches)
     in_base = set(
-        git(layout, "ls-tree", "-r", "--name-only", f"base-{BASE_VERSION}", capture=True).split()
+        git(layout, "ls-tree", "-r", "--name-only", layout.base_tag, capture=True).split()
     )
-    version, repo = newest_base_files(layout, sorted(touched & in_base))
+    version, repo = newest_base_files(layout, suite, sorted(touched & in_base))
     identity = {k: v for k, v in BASE_IDENTITY.items() if not k.endswith("_DATE")}
     proc = subprocess.run(
         ["git", "-C", str(repo), "am", "-q", "--keep-cr", *(str(p.resolve()) for p in patches)],
@@ -730,13 +816,12 @@ def check_newest_base(layout: Layout, patches: list[Path]) -> bool:
     root = run(["git", "-C", str(repo), "rev-list", "--max-parents=0", "HEAD"], capture=True)
     run(["git", "-C", str(repo), "reset", "-q", "--hard", root.strip()])
     status = "applies" if proc.returncode == 0 else "does NOT apply"
-    print(f"series {status} with git am to Debian {NEWEST_SUITE[1]} {version}")
+    print(f"series {status} with git am to Debian {suite.name} {version}")
     if proc.returncode:
         print(proc.stdout + proc.stderr, file=sys.stderr)
     return proc.returncode == 0
 
 
-DISTRO_CONFIG_PACKAGE = "linux-config-6.12"
 DISTRO_CONFIG = "config.amd64_none_amd64.xz"
 WARNING_LINE = re.compile(r"^(?P<file>[^:\s]+):\d+:\d+: warning: (?P<text>.*)$")
 
@@ -744,14 +829,18 @@ WARNING_LINE = re.compile(r"^(?P<file>[^:\s]+):\d+:\d+: warning: (?P<text>.*)$")
 def distro_config(layout: Layout) -> Path:
     """Debian's own amd64 config of this kernel, from its linux-config package (downloaded
     and unpacked into the cache: nothing is installed on the host)."""
-    target = layout.cache / "debian" / f"config-{DEBIAN_VERSION}"
+    base = layout.base
+    target = layout.cache / "debian" / f"config-{base.debian_version}"
     if target.exists():
         return target
+    package = f"{base.config_package}={base.debian_version}"
     work = layout.cache / "debian" / "download"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    package = f"{DISTRO_CONFIG_PACKAGE}={DEBIAN_VERSION}"
-    run(["apt-get", "download", "-q", package], cwd=work)
+    if base.archive is None:
+        run(["apt-get", "download", "-q", package], cwd=work)
+    else:
+        shutil.copy2(download_deb(layout, base.archive, package), work)
     debs = sorted(work.glob("*.deb"))
     if not debs:
         raise BuildError(f"apt-get download {package} left no .deb in {work}")
@@ -767,7 +856,7 @@ def distro_config(layout: Layout) -> Path:
 def distro_targets(layout: Layout) -> list[str]:
     """The x86 objects the series touches and the objects of drivers/dax/."""
     changed = git(
-        layout, "diff", "--name-only", f"base-{BASE_VERSION}..{BRANCH}", capture=True
+        layout, "diff", "--name-only", f"{layout.base_tag}..{BRANCH}", capture=True
     ).split()
     # Other arches need cross compilers; Debian's config enables no KUnit test.
     objects = [
@@ -819,9 +908,9 @@ def check_distro(layout: Layout) -> int:
     require_clean_tree(layout)
     checkout_series(layout)
     targets = distro_targets(layout)
-    out = layout.cache / "build" / f"linux-{BASE_VERSION}-distro"
+    out = layout.cache / "build" / f"linux-{layout.base.version}-distro"
     out.mkdir(parents=True, exist_ok=True)
-    with scratch_worktree(layout.src, ".distro") as scratch:
+    with scratch_worktree(layout.src, ".distro", layout.base_tag) as scratch:
         before = distro_warnings(layout, scratch, out, targets)
         run(["git", "-C", str(scratch), "checkout", "-q", "--detach", BRANCH])
         after = distro_warnings(layout, scratch, out, targets)
@@ -833,10 +922,60 @@ def check_distro(layout: Layout) -> int:
     return 1 if new else 0
 
 
+def touched_paths(patches: list[Path]) -> set[str]:
+    paths: set[str] = set()
+    for patch in patches:
+        paths.update(re.findall(r"^diff --git a/(\S+) ", patch.read_text(), re.M))
+    return paths
+
+
+def range_diff(layouts: list[Layout]) -> str:
+    """git range-diff of the committed series of two bases.
+
+    Both series go into one scratch repository that holds, per base, only the base's files
+    the series touch (a root commit) with that series applied by git am on top."""
+    scratch = layouts[0].cache / "range-diff"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    scratch_git = ["git", "-C", str(scratch)]
+    run([*scratch_git, "init", "-q"])
+    identity = {k: v for k, v in BASE_IDENTITY.items() if not k.endswith("_DATE")}
+    ranges = []
+    for layout in layouts:
+        ensure_source(layout)
+        patches = [p for p in layout.series() if not p.name.startswith("0000-")]
+        in_base = set(
+            git(layout, "ls-tree", "-r", "--name-only", layout.base_tag, capture=True).split()
+        )
+        files = sorted(touched_paths(patches) & in_base)
+        run([*scratch_git, "checkout", "-q", "--orphan", layout.base.name])
+        run([*scratch_git, "rm", "-rq", "--ignore-unmatch", "."])
+        archive = subprocess.run(
+            ["git", "-C", str(layout.src), "archive", layout.base_tag, *files],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(scratch)], input=archive.stdout, check=True)
+        run([*scratch_git, "add", "-f", "-A", "."])
+        run([*scratch_git, "commit", "-q", "-m", layout.base_tag], env=BASE_IDENTITY)
+        run([*scratch_git, "am", "-q", "--keep-cr", *(str(p.resolve()) for p in patches)],
+            env=identity)  # fmt: skip
+        ranges.append(f"{layout.base.name}~{len(patches)}..{layout.base.name}")
+    return run(
+        [*scratch_git, "range-diff", "--no-color", "--creation-factor=95", *ranges],
+        capture=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent)
     parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument(
+        "--base",
+        choices=sorted(BASES),
+        default=DEFAULT_BASE,
+        help=f"kernel base (default {DEFAULT_BASE}): kernel-patch/<base>/, its own cache trees",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     build_p = sub.add_parser("build", help="build a bzImage and print its path")
     build_p.add_argument(
@@ -846,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
         help="wrong: the series plus tests/vm/wrong-kernel/*.patch (a test-only kernel)",
     )
     build_p.add_argument("--debug", action="store_true", help="KASAN, lockdep, kmemleak")
-    sub.add_parser("export", help="write branch memmap-kmem to kernel-patch/")
+    sub.add_parser("export", help="write branch memmap-kmem to kernel-patch/<base>/")
     sub.add_parser("check", help="git am, checkpatch and build each patch")
     sub.add_parser("check-config", help="fail if olddefconfig drops a fragment line")
     sub.add_parser("check-distro", help="W=1 build of the touched files under Debian's config")
@@ -856,8 +995,11 @@ def main(argv: list[str] | None = None) -> int:
     kunit_p.add_argument("--log", type=Path, help="parse this saved log instead of booting")
     kunit_p.add_argument("--save-log", type=Path, help="write the boot log here")
     kunit_p.add_argument("--timeout", type=int, default=300)
+    diff_p = sub.add_parser("range-diff", help="git range-diff of the series of two bases")
+    diff_p.add_argument("--output", type=Path, help="write it here instead of stdout")
     args = parser.parse_args(argv)
-    layout = Layout(repo=args.repo, cache=args.cache or default_cache())
+    cache = args.cache or default_cache()
+    layout = Layout(repo=args.repo, cache=cache, base=BASES[args.base])
     try:
         if args.command == "build":
             print(build(layout, args.variant, args.debug))
@@ -872,6 +1014,12 @@ def main(argv: list[str] | None = None) -> int:
             print(layout.src)
         elif args.command == "check-distro":
             return check_distro(layout)
+        elif args.command == "range-diff":
+            text = range_diff([Layout(args.repo, cache, base) for base in BASES.values()])
+            if args.output:
+                args.output.write_text(text)
+            else:
+                sys.stdout.write(text)
         elif args.command == "check-config":
             ensure_source(layout)
             require_clean_tree(layout)

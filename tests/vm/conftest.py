@@ -2,7 +2,9 @@
 
 MEMMAP_KMEM_VM: unset -> skip when QEMU or a kernel image is missing; 1 -> fail instead;
 0 -> skip all. Kernels: --vm-kernel / MEMMAP_KMEM_KERNEL (patched) and --vm-stock-kernel /
-MEMMAP_KMEM_STOCK_KERNEL (stock). On a failed test the serial log, job and result of each of
+MEMMAP_KMEM_STOCK_KERNEL (stock), else the images of the kernel base MEMMAP_KMEM_BASE
+(default 6.12). A test marked `bases("6.12")` runs only on those bases; the others are
+deselected, not skipped. On a failed test the serial log, job and result of each of
 its boots are copied to tests/vm/artifacts/<test>/ and the paths are printed.
 """
 
@@ -33,6 +35,7 @@ FIGURES_FILE = "figures.json"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots a kernel in QEMU (tests/vm)")
+    config.addinivalue_line("markers", "bases(*names): the kernel bases the test runs on")
     config.stash[TIMINGS_KEY] = []
     config.stash[FIGURES_KEY] = {}
 
@@ -45,6 +48,15 @@ def settings_for(config: pytest.Config) -> Settings:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    base = settings_for(config).base
+    other_bases = [
+        item
+        for item in items
+        if (marker := item.get_closest_marker("bases")) is not None and base not in marker.args
+    ]
+    if other_bases:
+        config.hook.pytest_deselected(items=other_bases)
+        items[:] = [item for item in items if item not in other_bases]
     if settings_for(config).mode is Mode.OFF:
         skip = pytest.mark.skip(reason="MEMMAP_KMEM_VM=0")
         for item in items:

@@ -33,10 +33,13 @@ def test_kernel_paths_options_then_env_then_cache() -> None:
     assert settings.kernel == Path("/opt/patched")
     assert settings.stock_kernel == Path("/env/stock")
     assert Settings.from_env({"HOME": "/h"}).kernel == Path(
-        "/h/.cache/memmap-kmem/images/patched/bzImage"
+        "/h/.cache/memmap-kmem/images/6.12/patched/bzImage"
     )
     assert Settings.from_env({"MEMMAP_KMEM_CACHE": "/c"}).stock_kernel == Path(
-        "/c/images/stock/bzImage"
+        "/c/images/6.12/stock/bzImage"
+    )
+    assert Settings.from_env({"HOME": "/h", "MEMMAP_KMEM_BASE": "7.3"}).kernel == Path(
+        "/h/.cache/memmap-kmem/images/7.3/patched/bzImage"
     )
 
 

@@ -16,7 +16,8 @@ from vmtest import steps as s
 from vmtest.harness import Harness
 from vmtest.runner import Source, VMResult
 
-pytestmark = pytest.mark.vm
+# The modular debug kernel is built for the 6.12 backport only (README, "Two kernel bases").
+pytestmark = [pytest.mark.vm, pytest.mark.bases("6.12")]
 
 GLOBAL_N = "memory_hotplug.memmap_on_memory=0"
 MODPROBE_CONF = "/etc/modprobe.d/dax-kmem-memmap.conf"

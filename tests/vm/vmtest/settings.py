@@ -24,18 +24,24 @@ class Mode(enum.Enum):
     OFF = "off"
 
 
+DEFAULT_BASE = "6.12"
+
+
 def default_image_dir(env: Mapping[str, str]) -> Path:
-    """Where kbuild/kbuild.py puts images: $MEMMAP_KMEM_CACHE, else
-    $XDG_CACHE_HOME/memmap-kmem, else ~/.cache/memmap-kmem; then images/."""
+    """Where kbuild/kbuild.py puts the images of a kernel base: $MEMMAP_KMEM_CACHE, else
+    $XDG_CACHE_HOME/memmap-kmem, else ~/.cache/memmap-kmem; then images/<base>/, the base
+    being $MEMMAP_KMEM_BASE (kbuild's --base), default 6.12."""
+    base = env.get("MEMMAP_KMEM_BASE") or DEFAULT_BASE
     if env.get("MEMMAP_KMEM_CACHE"):
-        return Path(env["MEMMAP_KMEM_CACHE"]) / "images"
+        return Path(env["MEMMAP_KMEM_CACHE"]) / "images" / base
     cache = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "/root")) / ".cache")
-    return Path(cache) / "memmap-kmem" / "images"
+    return Path(cache) / "memmap-kmem" / "images" / base
 
 
 @dataclass(frozen=True)
 class Settings:
     mode: Mode
+    base: str  # the kernel base (kbuild --base) whose images and scenarios these are
     kernel: Path
     stock_kernel: Path
     modular_kernel: Path  # kmem as a module: the debug variant (make kernel-debug)
@@ -62,6 +68,7 @@ class Settings:
         kselftest = env.get("MEMMAP_KMEM_KSELFTEST")
         return cls(
             mode=mode,
+            base=env.get("MEMMAP_KMEM_BASE") or DEFAULT_BASE,
             kernel=Path(kernel or env.get("MEMMAP_KMEM_KERNEL") or images / "patched" / "bzImage"),
             stock_kernel=Path(
                 stock_kernel or env.get("MEMMAP_KMEM_STOCK_KERNEL") or images / "stock" / "bzImage"

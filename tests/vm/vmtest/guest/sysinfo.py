@@ -160,6 +160,8 @@ def dax_devices() -> list[dict[str, Any]]:
                 "target_node": int(read(path / "target_node") or "-1"),
                 "numa_node": int(read(path / "numa_node") or "-1"),
                 "memmap_on_memory": None if attr is None else int(attr),
+                # daxX.Y/state of a kmem-bound device (7.x); None where the kernel has none
+                "state": read(path / "state"),
                 "start": None if span is None else span[0],
                 "size": None if span is None else span[1],
                 "blocks": dax_blocks(path.name),
