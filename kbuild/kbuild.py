@@ -939,7 +939,9 @@ def range_diff(layouts: list[Layout]) -> str:
     scratch.mkdir(parents=True)
     scratch_git = ["git", "-C", str(scratch)]
     run([*scratch_git, "init", "-q"])
-    identity = {k: v for k, v in BASE_IDENTITY.items() if not k.endswith("_DATE")}
+    # The patches keep their authors and dates; a fixed committer makes the commit ids,
+    # and so the output, the same on every run.
+    committer = {k: v for k, v in BASE_IDENTITY.items() if k.startswith("GIT_COMMITTER_")}
     ranges = []
     for layout in layouts:
         ensure_source(layout)
@@ -949,7 +951,7 @@ def range_diff(layouts: list[Layout]) -> str:
         )
         files = sorted(touched_paths(patches) & in_base)
         run([*scratch_git, "checkout", "-q", "--orphan", layout.base.name])
-        run([*scratch_git, "rm", "-rq", "--ignore-unmatch", "."])
+        run([*scratch_git, "rm", "-rfq", "--ignore-unmatch", "."])
         archive = subprocess.run(
             ["git", "-C", str(layout.src), "archive", layout.base_tag, *files],
             check=True, capture_output=True,
@@ -958,7 +960,7 @@ def range_diff(layouts: list[Layout]) -> str:
         run([*scratch_git, "add", "-f", "-A", "."])
         run([*scratch_git, "commit", "-q", "-m", layout.base_tag], env=BASE_IDENTITY)
         run([*scratch_git, "am", "-q", "--keep-cr", *(str(p.resolve()) for p in patches)],
-            env=identity)  # fmt: skip
+            env=committer)  # fmt: skip
         ranges.append(f"{layout.base.name}~{len(patches)}..{layout.base.name}")
     return run(
         [*scratch_git, "range-diff", "--no-color", "--creation-factor=95", *ranges],
