@@ -170,7 +170,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "memory blocks online/total; MEMMAP: where the blocks' memmap lives according to "
         "memoryN/memmap_on_memory (memory, dram or mixed); MEMMAP_IN_DRAM: the DRAM those "
         "memmaps take; DAX_ATTR: the device's own memmap_on_memory attribute, which kmem "
-        f"consults only under the setting `global`. Example: {prog} show --json",
+        "consults only under the setting `global`; DAX_STATE: the device's state attribute "
+        "(Linux 7.3+, devices bound to kmem; - where the file is absent), kmem's record of "
+        "the last whole-device change (unplugged, offline, online, online_kernel, "
+        "online_movable), which blocks onlined one by one do not change. "
+        f"Example: {prog} show --json",
     )
     p.add_argument("--json", action="store_true", help="JSON with daxctl's key names, in bytes")
 
