@@ -170,7 +170,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "memory blocks online/total; MEMMAP: where the blocks' memmap lives according to "
         "memoryN/memmap_on_memory (memory, dram or mixed); MEMMAP_IN_DRAM: the DRAM those "
         "memmaps take; DAX_ATTR: the device's own memmap_on_memory attribute, which kmem "
-        f"consults only under the setting `global`. Example: {prog} show --json",
+        "consults only under the setting `global`; DAX_STATE: the device's state attribute "
+        "(Linux 7.3+, devices bound to kmem; - where the file is absent), kmem's record of "
+        "the last whole-device change (unplugged, offline, online, online_kernel, "
+        "online_movable), which blocks onlined one by one do not change. "
+        f"Example: {prog} show --json",
     )
     p.add_argument("--json", action="store_true", help="JSON with daxctl's key names, in bytes")
 
@@ -207,8 +211,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="online the memory of dax devices (system-ram mode first if needed)",
         description="Online every memory block of each device through libdaxctl, as daxctl "
         "online-memory does; a device in devdax mode is first reconfigured to system-ram (the "
-        "hot-add, where kmem decides the memmap placement). On failure the device returns to "
-        f"its earlier state. Example: {prog} online dax0.0",
+        "hot-add, where kmem decides the memmap placement). On Linux 7.3 and later a kmem "
+        "device whose daxX.Y/state reads unplugged has no memory blocks for libdaxctl to "
+        "online: pyshim writes online_movable (online_kernel with --no-movable) to that file "
+        "instead, and kmem hot-adds and onlines the whole device at once. On failure the "
+        f"device returns to its earlier state. Example: {prog} online dax0.0",
     )
     _add_devices(p)
     _add_movable(p)
@@ -218,7 +225,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         parents=[common],
         help="offline the memory of dax devices (they stay in system-ram mode)",
         description="Offline every memory block of each device, as daxctl offline-memory "
-        "does; the memory stays added (kmem keeps the device). On failure the blocks offlined "
+        "does; the memory stays added (kmem keeps the device), on Linux 7.3 too, where "
+        "daxX.Y/state is left alone (it cannot say offline, and unplugged would remove the "
+        "memory); an unplugged device has nothing to offline. On failure the blocks offlined "
         f"on the way are onlined again. To remove the memory, use reconfigure --mode devdax. "
         f"Example: {prog} offline all",
     )
@@ -612,7 +621,10 @@ def cmd_offline(ctx: Context) -> int:
     from pyshim import ops
 
     def offline(sysfs: Sysfs, dev: Any, name: str) -> dict[str, object]:
-        return ops.offline(sysfs, dev, lambda: ops.device_block_states(sysfs, name))
+        result = ops.offline(sysfs, dev, lambda: ops.device_block_states(sysfs, name))
+        if result.get("unplugged"):
+            ctx.note(f"{name} is unplugged (daxX.Y/state): no memory added, nothing to offline")
+        return result
 
     return _for_each_device(ctx, "offline", offline, only_kmem=True)
 

@@ -291,7 +291,17 @@ class Sysfs:
             align=self.read_parsed(f"{base}/align", parse.parse_int),
             memmap_on_memory=self.read_parsed(f"{base}/memmap_on_memory", parse.parse_bit),
             region=self.region_kind(name),
+            state_attribute=self.dax_state(name),
         )
+
+    def dax_state(self, name: str) -> parse.DaxState | None:
+        """daxX.Y/state (Linux 7.3+); None where the kernel has no such file: before 7.3,
+        and on 7.3 for a device not bound to kmem (it is one of kmem's device attributes)."""
+        return self.read_parsed(dax_state_path(name), parse.parse_dax_state)
+
+    def write_dax_state(self, name: str, state: parse.DaxState) -> None:
+        """Ask kmem for a whole-device transition; KernelWriteError carries the kernel's errno."""
+        self.write_attr(dax_state_path(name), state.value)
 
     def device_blocks(self, dev: DaxDevice, block_size: int) -> list[int]:
         """The device's memory block indices, refusing counts no machine has (a corrupt
@@ -424,6 +434,11 @@ class Sysfs:
                 )
             result[node] = dict(zip(online, row, strict=True))
         return result
+
+
+def dax_state_path(name: str) -> str:
+    """daxX.Y/state relative to the root, for a name drivers.validate_device accepted."""
+    return f"{DAX_DEVICES}/{name}/state"
 
 
 def _read_text(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from pyshim.parse import GlobalMode, KmemSetting
+from pyshim.parse import DaxState, GlobalMode, KmemSetting
 
 PAGE_SIZE = 4096
 STRUCT_PAGE_SIZE = 64
@@ -119,6 +119,8 @@ class DaxDevice(NamedTuple):
     align: int | None
     memmap_on_memory: bool | None
     region: str
+    # daxX.Y/state: None where the file is absent (kernels before 7.3, or not bound to kmem).
+    state_attribute: DaxState | None = None
 
     @property
     def mode(self) -> str:

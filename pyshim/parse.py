@@ -30,6 +30,26 @@ class GlobalMode(enum.Enum):
         return self is not GlobalMode.OFF
 
 
+class DaxState(enum.Enum):
+    """Value of daxX.Y/state (Linux 7.3 and later; the file exists only while kmem is bound).
+
+    The kernel's record of the last whole-device change: the hot-add at probe (with the
+    auto_online_blocks policy, hence "offline") or a write to the file. Blocks onlined or
+    offlined one by one through memoryN/state do not change it (drivers/dax/kmem.c says so
+    in dev_dax_kmem_remove()), so it is reported as the kernel's word, never as the blocks'
+    state.
+    """
+
+    UNPLUGGED = "unplugged"
+    OFFLINE = "offline"
+    ONLINE = "online"
+    ONLINE_KERNEL = "online_kernel"
+    ONLINE_MOVABLE = "online_movable"
+    # state_show() falls back to this word when its state has no name; 7.3.4 never gets
+    # there, but it is a word the kernel can write, so it is reported rather than refused.
+    UNKNOWN = "unknown"
+
+
 # What `pyshim set` accepts, exactly as typed: the three setting words and the strict boolean
 # spellings. The kernel's kstrtobool looks at one or two characters only ("force", "yellow" and
 # "1234" would pass), so the shim does not hand it anything outside this table.
@@ -61,6 +81,16 @@ def parse_kmem_setting(text: str) -> KmemSetting:
         return KmemSetting(word)
     except ValueError:
         raise ValueError(f"unexpected kmem memmap_on_memory value {word!r}") from None
+
+
+def parse_dax_state(text: str) -> DaxState:
+    """Parse daxX.Y/state as the kernel shows it: one of the DaxState words."""
+    word = text.strip()
+    try:
+        return DaxState(word)
+    except ValueError:
+        known = ", ".join(s.value for s in DaxState)
+        raise ValueError(f"unexpected daxX.Y/state value {word!r}; known: {known}") from None
 
 
 def parse_global_mode(text: str) -> GlobalMode:

@@ -16,7 +16,7 @@ from pyshim.logic import (
     memmap_pages,
     settings_json,
 )
-from pyshim.parse import GlobalMode, KmemSetting, format_size
+from pyshim.parse import DaxState, GlobalMode, KmemSetting, format_size
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -109,7 +109,15 @@ def device_json(dev: DaxDevice, blocks: list[MemoryBlock], block_size: int) -> d
         "memmap_in_dram_memblocks": in_dram if ram else None,
         "memmap_in_dram_bytes": in_dram * per_block if ram else None,
         "memmap_on_memory_attribute": attribute_json(dev.memmap_on_memory),
+        # The kernel's word as read (null without the file): a version-1 addition, since a
+        # reader that ignores unknown keys sees nothing change.
+        "state_attribute": state_attribute_json(dev),
     }
+
+
+def state_attribute_json(dev: DaxDevice) -> str | None:
+    """daxX.Y/state as the kernel wrote it, None where the kernel has no such file."""
+    return dev.state_attribute.value if dev.state_attribute is not None else None
 
 
 def show_json(snapshot: Snapshot, extra: dict[str, object]) -> dict[str, object]:
@@ -143,7 +151,10 @@ def compact_size(value: int) -> str:
 
 # Column headers of `show`: MEMMAP is where the blocks' memmap lives (memoryN/memmap_on_memory);
 # DAX_ATTR is the device's own memmap_on_memory attribute, which kmem consults only under
-# `global` and which says nothing about where an already onlined memmap went.
+# `global` and which says nothing about where an already onlined memmap went. DAX_STATE is
+# daxX.Y/state (Linux 7.3+, kmem devices): kmem's record of the last whole-device change,
+# which blocks onlined one by one leave alone, so BLOCKS stays the count to trust. It is the
+# last column so that scripts reading the earlier columns by position keep working.
 SHOW_COLUMNS = [
     "DEVICE",
     "MODE",
@@ -155,6 +166,7 @@ SHOW_COLUMNS = [
     "MEMMAP",
     "MEMMAP_IN_DRAM",
     "DAX_ATTR",
+    "DAX_STATE",
 ]
 
 
@@ -185,6 +197,7 @@ def show_text(data: dict[str, Any]) -> str:
                 _word(d["memmap"]),
                 compact_size(d["memmap_in_dram_bytes"]) if ram else "-",
                 _word(d["memmap_on_memory_attribute"]),
+                _word(d["state_attribute"]),
             ]
         )
     if len(rows) > 1:
@@ -367,6 +380,21 @@ def write_metrics(path: str, snapshot: Snapshot, check_result: dict[str, Any], n
         ["ok", "stale", "inconsistent"],
         check_result["status"],
     )
+    dax_state = Gauge(
+        "pyshim_dax_state",
+        "1 for the current word of daxX.Y/state (Linux 7.3+, devices bound to kmem): kmem's "
+        "record of the last whole-device change, not the state of each block. Devices "
+        "without the file have no series.",
+        ["device", "state"],
+        registry=registry,
+    )
+    for dev in snapshot.devices:
+        if dev.state_attribute is None:
+            continue
+        for word in DaxState:
+            dax_state.labels(device=dev.name, state=word.value).set(
+                int(word is dev.state_attribute)
+            )
     Gauge(
         "pyshim_stale_memory_blocks",
         "Memory blocks whose memmap is not where the current settings would put it.",
@@ -505,7 +533,14 @@ def report_html(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
         undefined=jinja2.StrictUndefined,
     )
     template = env.get_template("report.html.j2")
+    # Only devices that have daxX.Y/state: on kernels before 7.3 the report stays as it was.
+    dax_states = [
+        (dev.name, dev.state_attribute.value, len(snapshot.blocks.get(dev.name, [])))
+        for dev in snapshot.devices
+        if dev.state_attribute is not None
+    ]
     return template.render(
+        dax_states=dax_states,
         settings=settings_json(settings),
         block_size=format_size(settings.block_size),
         memmap_per_block=format_size(per_block),

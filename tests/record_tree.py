@@ -6,10 +6,10 @@
 TARGET then works as `python -m pyshim check --sysroot TARGET` and `lsmem --sysroot TARGET`.
 Recorded: /sys/devices/system/memory (block_size_bytes, auto_online_blocks, every memoryN's
 attributes and node links), /sys/devices/system/node (node masks, nodeK/meminfo, nodeK/memoryN
-links), /sys/bus/dax (device links, the devices' attributes and mappings, driver directories
-with their attributes and device links), /sys/module/{memory_hotplug,kmem} parameters and
-kmem's initstate, /proc/zoneinfo, /proc/meminfo, /proc/sys/kernel/osrelease, and
-/lib/modules/<release>/modules.builtin.
+links), /sys/bus/dax (device links, the devices' attributes, 7.3's daxX.Y/state included, and
+mappings, driver directories with their attributes and device links),
+/sys/module/{memory_hotplug,kmem} parameters and kmem's initstate, /proc/zoneinfo,
+/proc/meminfo, /proc/sys/kernel/osrelease, and /lib/modules/<release>/modules.builtin.
 
 Symlinks are recorded as symlinks with relative targets (sysfs links are relative already;
 absolute ones are rewritten relative to TARGET). Files that vanish or cannot be read (EACCES,
@@ -42,6 +42,7 @@ DAX_DEVICE_FILES = (
     "memmap_on_memory",
     "modalias",
     "dev",
+    "state",  # Linux 7.3+, devices bound to kmem
 )
 MAPPING_FILES = ("start", "end", "page_offset")
 DRIVER_FILES = ("memmap_on_memory",)

@@ -173,6 +173,47 @@ CASES = [
         "parameters/memmap_on_memory holds 'sometimes'",
         put("sys/module/memory_hotplug/parameters/memmap_on_memory", "sometimes\n"),
     ),
+    # daxX.Y/state (Linux 7.3): only the words state_show() prints
+    Case(
+        "dax-state-unknown-word",
+        ["show"],
+        1,
+        f"{DEV_LINK}/state holds 'plugged'",
+        put(f"{DEV}/state", "plugged\n"),
+        tree="v73_states",
+    ),
+    Case(
+        "dax-state-empty",
+        ["show", "--json"],
+        1,
+        f"{DEV_LINK}/state holds ''",
+        put(f"{DEV}/state", ""),
+        tree="v73_states",
+    ),
+    Case(
+        "dax-state-going-offline",
+        ["check"],
+        1,
+        "known: unplugged, offline, online, online_kernel, online_movable",
+        put(f"{DEV}/state", "going-offline\n"),
+        tree="v73_states",
+    ),
+    Case(
+        "dax-state-directory",
+        ["show"],
+        1,
+        f"{DEV_LINK}/state is not a regular file",
+        replace_with(f"{DEV}/state", lambda p: p.mkdir()),
+        tree="v73_states",
+    ),
+    Case(
+        "dax-state-fifo",
+        ["show"],
+        1,
+        f"{DEV_LINK}/state is not a regular file",
+        replace_with(f"{DEV}/state", lambda p: os.mkfifo(p)),
+        tree="v73_states",
+    ),
     # block_size_bytes: bounded, non-blocking, sane
     Case(
         "block-size-dev-zero",

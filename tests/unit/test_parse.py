@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyshim import parse
-from pyshim.parse import GlobalMode, KmemSetting
+from pyshim.parse import DaxState, GlobalMode, KmemSetting
 
 ACCEPTED = {
     "global": KmemSetting.GLOBAL,
@@ -45,6 +45,40 @@ def test_kmem_setting_readback(setting: KmemSetting, tail: str) -> None:
 def test_kmem_setting_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse.parse_kmem_setting(text)
+
+
+# Every word drivers/dax/kmem.c's state_show() can print in Linux 7.3.4: "unplugged", the
+# four of mhp_online_type_to_str() and its "unknown" fallback.
+KERNEL_STATE_WORDS = [
+    "unplugged",
+    "offline",
+    "online",
+    "online_kernel",
+    "online_movable",
+    "unknown",
+]
+
+
+def test_dax_state_knows_exactly_the_kernel_words() -> None:
+    assert sorted(s.value for s in DaxState) == sorted(KERNEL_STATE_WORDS)
+
+
+@given(st.sampled_from(KERNEL_STATE_WORDS), st.sampled_from(["", "\n", " \n"]))
+def test_dax_state_readback(word: str, tail: str) -> None:
+    assert parse.parse_dax_state(word + tail).value == word
+
+
+@given(st.text(max_size=16).filter(lambda t: t.strip() not in KERNEL_STATE_WORDS))
+def test_dax_state_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match=r"daxX\.Y/state"):
+        parse.parse_dax_state(text)
+
+
+@pytest.mark.parametrize("word", ["", "\n", "Online", "onl1ne", "going-offline", "online movable"])
+def test_dax_state_rejects_near_misses(word: str) -> None:
+    """Empty, a capital, the per-block word going-offline (never a device state)."""
+    with pytest.raises(ValueError, match="known: unplugged, offline"):
+        parse.parse_dax_state(word)
 
 
 @given(st.sampled_from(list(GlobalMode)))

@@ -27,7 +27,7 @@ def _load() -> ModuleType:
 record_tree = _load()
 
 
-@pytest.mark.parametrize("name", ["patched_on", "mixed", "stale", "devdax", "stock"])
+@pytest.mark.parametrize("name", ["patched_on", "mixed", "stale", "devdax", "stock", "v73_states"])
 def test_recorded_tree_replays(name: str, cli: Callable[..., Result], tmp_path: Path) -> None:
     target = tmp_path / "rec"
     assert record_tree.main([str(target), "--root", str(tree_path(name))]) == 0

@@ -23,6 +23,8 @@ ALL_TREES = [
     "inconsistent",
     "off_attr_one",
     "builtin_offline",
+    "v73_states",
+    "v73_stock",
 ]
 CHECK_EXIT = {
     "patched_on": 0,
@@ -36,6 +38,8 @@ CHECK_EXIT = {
     "inconsistent": 1,
     "off_attr_one": 0,
     "builtin_offline": 0,
+    "v73_states": 0,
+    "v73_stock": 3,
 }
 
 
@@ -223,8 +227,8 @@ def test_show_text(cli: Callable[..., Result]) -> None:
     r = cli(["show", "--sysroot", str(tree_path("patched_on"))])
     assert r.code == 0
     table = [line.split() for line in r.out.splitlines() if line.startswith(("DEVICE", "dax"))]
-    header = "DEVICE MODE NODE REGION SIZE BLOCKS MOVABLE MEMMAP MEMMAP_IN_DRAM DAX_ATTR"
-    row = "dax0.0 system-ram 1 cxl 512MiB 4/4 yes memory 0B 1"
+    header = "DEVICE MODE NODE REGION SIZE BLOCKS MOVABLE MEMMAP MEMMAP_IN_DRAM DAX_ATTR DAX_STATE"
+    row = "dax0.0 system-ram 1 cxl 512MiB 4/4 yes memory 0B 1 -"
     assert table == [header.split(), row.split()]
 
 

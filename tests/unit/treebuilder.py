@@ -5,7 +5,9 @@ The trees are committed; this file documents how each was made and regenerates t
     python tests/unit/treebuilder.py            # rewrite tests/unit/trees/*
 
 Layouts follow what 6.12 shows (paths, file formats, relative symlinks); the patched kernel
-adds sys/bus/dax/drivers/kmem/memmap_on_memory and memoryN/memmap_on_memory.
+adds sys/bus/dax/drivers/kmem/memmap_on_memory and memoryN/memmap_on_memory. The v73_* trees
+add what Linux 7.3 shows besides: daxX.Y/state, one of kmem's device attributes, so only on
+devices bound to kmem (drivers/dax/kmem.c, dev_dax_kmem_groups).
 """
 
 from __future__ import annotations
@@ -89,7 +91,10 @@ class Tree:
         state: str = "online",
         zone: str = "Movable",
         files: bool = True,
+        dax_state: str | None = None,
     ) -> None:
+        """One dax device; dax_state writes daxX.Y/state (7.3, kmem only), and "unplugged"
+        leaves the device without memory blocks, as kmem's hot-remove does."""
         self.nodes.add(node)
         region_id = int(name[3:].split(".")[0])
         dev_dir = REGION_DIRS[region].format(r=region_id) + f"/{name}"
@@ -112,6 +117,10 @@ class Tree:
             self.link(f"{dev_dir}/driver", f"sys/bus/dax/drivers/{driver}")
             self.link(f"sys/bus/dax/drivers/{driver}/{name}", dev_dir)
         if driver != "kmem":
+            return
+        if dax_state is not None:
+            self.file(f"{dev_dir}/state", f"{dax_state}\n")
+        if dax_state == "unplugged":
             return
         first = start // self.block_size
         values = moms if isinstance(moms, list) else [moms] * nblocks
@@ -306,6 +315,29 @@ def builtin_offline(root: Path) -> Tree:
     return t
 
 
+def v73_states(root: Path) -> Tree:
+    """Linux 7.3 with the series, kmem on: one device per daxX.Y/state the kernel shows.
+    dax0.0 onlined through state (online_movable); dax1.0 unplugged (bound to kmem, no
+    blocks); dax2.0 added at probe under auto_online_blocks=offline, then onlined block by
+    block, so state still says offline while its blocks are online (kmem's word is its last
+    whole-device change); dax3.0 bound to device_dax, so it has no state file at all."""
+    t = Tree(root, kmem="on", release="7.3.4-pyshim")
+    t.boot(0, 0, 16)
+    t.dax("dax0.0", "cxl", 1, 4 * GIB, 4, dax_state="online_movable")
+    t.dax("dax1.0", "hmem", 2, 5 * GIB, 4, dax_state="unplugged")
+    t.dax("dax2.0", "hmem", 3, 6 * GIB, 2, dax_state="offline")
+    t.dax("dax3.0", "hmem", 4, 7 * GIB, 2, driver="device_dax")
+    return t
+
+
+def v73_stock(root: Path) -> Tree:
+    """Stock Linux 7.3 (no series): daxX.Y/state, but neither kmem attribute."""
+    t = Tree(root, patched=False, kmem=None, release="7.3.4")
+    t.boot(0, 0, 16)
+    t.dax("dax0.0", "hmem", 1, 4 * GIB, 4, moms=False, dax_state="online_movable")
+    return t
+
+
 TREES = {
     f.__name__: f
     for f in (
@@ -320,6 +352,8 @@ TREES = {
         inconsistent,
         off_attr_one,
         builtin_offline,
+        v73_states,
+        v73_stock,
     )
 }
 
