@@ -37,6 +37,7 @@ from typing import Any
 
 MIB = 1 << 20
 GIB = 1 << 30
+PMEM_TOP_RESERVE_MIB = 16  # legacy pmem that ends at the top of RAM below 4 GiB
 
 
 class Source(enum.Enum):
@@ -204,6 +205,10 @@ def kernel_cmdline(spec: VMSpec, init_args: Sequence[str]) -> str:
     elif spec.source is Source.HMEM:
         words.append(f"memmap={size}M%{spec.hotplug_base:#x}-1+0xefffffff")
     elif spec.source is Source.PMEM:
+        if spec.hotplug_base + size * MIB < 4 * GIB:
+            # Below 4 GiB the BIOS puts its ACPI tables at the top of RAM, which would make
+            # the region 128 KiB short of an aligned size: leave the top 16 MiB out.
+            size -= PMEM_TOP_RESERVE_MIB
         words.append(f"memmap={size}M!{spec.hotplug_base:#x}")
     if spec.source not in (Source.CXL_PMEM, Source.CXL_RAM) and is_kasan_image(spec.kernel):
         # Under TCG a KASAN + lockdep kernel runs the pc machine's _PRT AML method past
