@@ -301,7 +301,9 @@ def cxl_args(spec: VMSpec) -> list[str]:
             "-object",
             "memory-backend-ram,id=cxl-lsa0,share=on,size=256M",
             "-device",
-            "cxl-type3,bus=root_port13,memdev=cxl-mem0,lsa=cxl-lsa0,id=cxl-pmem0",
+            # 7.x refuses a pmem region whose memdev has no serial number ("invalid or
+            # missing serial number"); 6.12 ignores it.
+            "cxl-type3,bus=root_port13,memdev=cxl-mem0,lsa=cxl-lsa0,id=cxl-pmem0,sn=0x1",
         ]
     args += ["-M", "cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G"]
     return args
