@@ -60,8 +60,11 @@ def spec(kernel: Path, *, accel: Accel = Accel.TCG, qemu: str = "qemu-system-x86
     return VMSpec(kernel=kernel, accel=accel, qemu=qemu, timeout=TIMEOUT_S, **SHAPE)
 
 
-def job(placed: Placed, python: str) -> list[dict[str, Any]]:
-    """The guest's steps; python is the interpreter that runs pyshim in the guest."""
+def job(placed: Placed, python: str, *, again: bool = False) -> list[dict[str, Any]]:
+    """The guest's steps; python is the interpreter that runs pyshim in the guest. again:
+    then offline + remove everything and hot-add + online it a second time, when the host
+    already backs every page the first round wrote (the nvdimm's file blocks, the boot
+    RAM's anonymous pages), to tell the host's first-touch cost from the guest's."""
     setup = [s.kmem_set("on", method="sysfs")] if placed is Placed.MEMORY else []
     steps = [
         *setup,
@@ -74,7 +77,35 @@ def job(placed: Placed, python: str) -> list[dict[str, Any]]:
     if placed is Placed.MEMORY:
         # Stock 6.12 has no memoryN/memmap_on_memory: check exits 3 there.
         steps.append(s.shim("witness", "check", "--witness", "--json", parse_json=True))
+    if again:
+        steps += [
+            s.offline("offline", method="sysfs"),
+            s.snapshot("removed", 2.0),
+            s.online("online_again", method="sysfs"),
+            s.snapshot("after_again", 2.0),
+        ]
     return steps
+
+
+def second_round(result: VMResult, placed: Placed) -> dict[str, Any]:
+    """The job(again=True) round: its times, and where the page tables put every block."""
+    p = placement.measure(result.step("removed"), result.step("after_again"))
+    wrong = (
+        placement.witness_on_memory(p) if placed is Placed.MEMORY else placement.witness_in_dram(p)
+    )
+    if wrong or p.online_blocks != len(p.blocks) or not p.blocks:
+        raise AssertionError(f"second round, {placed.value}: {wrong[:3] or 'blocks offline'}")
+    off, on = result.step("offline"), result.step("online_again")
+    return {
+        "online_blocks": p.online_blocks,
+        "dram_paid_mib": p.dram_free_drop_kb / 1024,
+        "seconds": {
+            "offline": off["offline_seconds"],
+            "remove": off["remove_seconds"],
+            "hot_add": on["hot_add_seconds"],
+            "online": on["online_seconds"],
+        },
+    }
 
 
 @dataclass(frozen=True)
