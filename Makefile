@@ -19,7 +19,7 @@ OTHER_BASES := $(filter-out 6.12,$(BASES))
 
 .PHONY: all deps venv kernel kernel-stock kernel-debug kernel-wrong vm-test-wrong prepare-series \
 	export-series check-series check-config check-distro kunit lint unit man vm-deps vm-test \
-	vm-test-debug range-diff check-range-diff test demo bench \
+	vm-test-debug vm-test-scale range-diff check-range-diff test demo bench bench-trace \
 	clean-venv help
 
 all: help
@@ -43,7 +43,9 @@ help:
 	@echo "make vm-test-debug  scenario 7 on the KASAN/lockdep/kmemleak kernel"
 	@echo "make vm-test-7.3    the VM scenarios that run on 7.3, with upstream's selftests"
 	@echo "make range-diff     kernel-patch/range-diff.txt: the 6.12 series against the 7.3 one"
-	@echo "make bench          benchmarks P1-P3 into bench/results/"
+	@echo "make bench          benchmarks P1-P3, P2 by phase, the 256 GiB scale run"
+	@echo "make bench-trace    P2 with the ftrace function profiler (builds a tracing kernel)"
+	@echo "make vm-test-scale  256 GiB in 2 GiB blocks, two boots (~5 min; not in make test)"
 	@echo "make man            regenerate man/pyshim.1 and completion/ from pyshim's parser"
 
 deps:
@@ -172,7 +174,18 @@ demo: venv kernel vm-deps
 
 bench: venv kernel kernel-stock
 	$(VPY) bench/p1_p2.py
+	$(VPY) bench/p2_phases.py
 	$(VPY) bench/p3_check_vs_lsmem.py
+	$(VPY) bench/scale.py
+
+# P2 explained: the same rounds on a tracing build of the series, with the function
+# profiler on the hot-plug path; keeps the untraced ratio already in p2_phases.json.
+bench-trace: venv
+	$(VPY) bench/p2_phases.py --skip-untraced --trace-kernel $$(sh bench/trace-kernel.sh)
+
+# The seed's own scale (issue 9, item 4): two boots of about 2.5 min under TCG.
+vm-test-scale: venv kernel kernel-stock vm-deps
+	MEMMAP_KMEM_VM_SCALE=1 $(VPY) -m pytest -q -m vm tests/vm/test_vm_scale.py
 
 clean-venv:
 	rm -rf $(VENV)

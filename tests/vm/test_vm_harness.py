@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 from vmtest import placement
-from vmtest.runner import Source, VMSpec, VMUnavailable, kernel_cmdline, qemu_argv
+from vmtest.runner import (
+    Source,
+    VMSpec,
+    VMUnavailable,
+    kernel_cmdline,
+    qemu_argv,
+    sparse_file,
+)
 from vmtest.settings import Mode, Settings
 
 KERNEL = Path("/k/bzImage")
@@ -112,6 +119,41 @@ def test_cxl_uses_q35_with_a_window_and_the_shares_on_pcie0() -> None:
     assert any("volatile-memdev=cxl-vmem0" in a for a in argv)
     assert any(a.startswith("cxl-fmw.0.targets.0=cxl.1") for a in argv)
     assert all("bus=pcie.0" in a for a in argv if a.startswith("virtio-9p-pci"))
+
+
+def test_scale_nvdimm_sits_in_device_memory_beside_unreserved_boot_ram() -> None:
+    """63 GiB of boot RAM without reservation, a 256 GiB file-backed nvdimm on node 1 in the
+    device memory that maxmem leaves above boot RAM; no memmap= range on the command line."""
+    spec = VMSpec(
+        kernel=KERNEL,
+        source=Source.NVDIMM,
+        node0_mib=63 * 1024,
+        hotplug_mib=256 * 1024,
+        reserve_boot_ram=False,
+    )
+    argv = qemu_argv(spec, Path("/w"), Path("/w/s"), Path("/t/nv.img"))
+    assert argv[argv.index("-machine") + 1] == "pc,nvdimm=on"
+    assert argv[argv.index("-m") + 1] == "64512M,slots=1,maxmem=326656M"
+    assert "memory-backend-ram,id=m0,size=64512M,reserve=off" in argv
+    assert "memory-backend-file,id=nv1,share=on,mem-path=/t/nv.img,size=262144M" in argv
+    assert "nvdimm,memdev=nv1,id=nvdimm1,node=1" in argv
+    assert "node,nodeid=1" in argv
+    assert "memmap=" not in argv[argv.index("-append") + 1]
+    with pytest.raises(ValueError):
+        _ = spec.hotplug_base
+
+
+def test_boot_ram_is_reserved_unless_asked() -> None:
+    argv = qemu_argv(VMSpec(kernel=KERNEL, source=Source.PMEM), Path("/w"), Path("/w/s"))
+    assert "memory-backend-ram,id=m0,size=3072M" in argv
+
+
+def test_sparse_backing_file_is_deleted_with_its_directory(tmp_path: Path) -> None:
+    with sparse_file(1 << 40, tmp_path) as backing:
+        assert backing.stat().st_size == 1 << 40
+        assert backing.stat().st_blocks == 0
+        assert backing.parent.parent == tmp_path
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_whitespace_in_a_path_is_refused() -> None:

@@ -16,10 +16,15 @@ node):
 - pmem: legacy `memmap=<size>!<offset>`; ndctl turns it into a devdax device at run time.
 - cxl-pmem / cxl-ram: a QEMU cxl-type3 device behind a pxb-cxl host bridge with a fixed
   memory window (q35); ram needs QEMU >= 8.0 (`volatile-memdev`).
+- nvdimm: a QEMU nvdimm (pc, `nvdimm=on`) on the hot-plug node, in device memory above boot
+  RAM, backed by a sparse file that run() creates in a temporary directory and deletes after
+  the boot; ndctl turns it into a devdax device at run time. Sized for the server-shaped
+  scale run (256 GiB beside 63 GiB of boot RAM), which a RAM backend cannot hold here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
@@ -30,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,7 @@ class Source(enum.Enum):
     PMEM = "pmem"
     CXL_PMEM = "cxl-pmem"
     CXL_RAM = "cxl-ram"
+    NVDIMM = "nvdimm"
 
 
 class Accel(enum.Enum):
@@ -94,6 +100,12 @@ class VMSpec:
     # node 0's RAM); the hot-plug range becomes node 2, and `-numa dist` makes node 1 its
     # nearest node (CXL memory behind the second socket): its memmap in DRAM goes there.
     dram_node_mib: int = 0
+    # False: node 0's RAM backend gets `reserve=off`, so that a guest with more RAM than the
+    # host (63 GiB: boot memory up to 64 GiB, 2 GiB memory blocks) only costs what it touches.
+    reserve_boot_ram: bool = True
+    # nvdimm only: the directory for the temporary sparse backing file (None: the system's
+    # temporary directory).
+    nvdimm_dir: Path | None = None
 
     @property
     def hotplug_node(self) -> int:
@@ -112,6 +124,8 @@ class VMSpec:
         """Guest-physical start of the hot-plug node's memory (pc machine)."""
         if self.source in (Source.CXL_PMEM, Source.CXL_RAM):
             raise ValueError("CXL memory sits in the fixed memory window, not in RAM")
+        if self.source is Source.NVDIMM:
+            raise ValueError("an nvdimm sits in device memory, not in RAM")
         # pc: with >= 3.5 GiB of RAM, 3 GiB stay below 4 GiB and the rest starts at 4 GiB.
         # QEMU gives the nodes their RAM in node order: node 0, the DRAM node, the hot-plug node.
         total = self.node0_mib + self.dram_node_mib + self.hotplug_mib
@@ -220,8 +234,11 @@ def kernel_cmdline(spec: VMSpec, init_args: Sequence[str]) -> str:
     return " ".join(words)
 
 
-def qemu_argv(spec: VMSpec, workdir: Path, serial_log: Path) -> list[str]:
-    """The full QEMU command line for spec (pure: no QEMU needed to compute it)."""
+def qemu_argv(
+    spec: VMSpec, workdir: Path, serial_log: Path, nvdimm_file: Path | None = None
+) -> list[str]:
+    """The full QEMU command line for spec (pure: no QEMU needed to compute it);
+    nvdimm_file is the nvdimm's backing file (nvdimm source only)."""
     agent = guest_dir() / "agent.py"
     init_args = [str(guest_dir() / "init.sh"), spec.python, str(agent)]
     argv = [spec.qemu, "-nodefaults", "-no-reboot", "-display", "none"]
@@ -241,11 +258,13 @@ def qemu_argv(spec: VMSpec, workdir: Path, serial_log: Path) -> list[str]:
         argv += ["-numa", f"node,nodeid=0,memdev=m0,cpus={cpus}"]
         argv += cxl_args(spec)
         bus = ",bus=pcie.0"
+    elif spec.source is Source.NVDIMM:
+        argv += nvdimm_args(spec, nvdimm_file or workdir / "nvdimm.img")
     else:
         argv += ["-machine", "pc"]
         hotplug = spec.hotplug_mib if spec.source is not Source.NONE else 0
         argv += ["-m", f"{spec.node0_mib + spec.dram_node_mib + hotplug}M"]
-        argv += ["-object", f"memory-backend-ram,id=m0,size={spec.node0_mib}M"]
+        argv += ["-object", boot_ram_backend(spec)]
         argv += ["-numa", f"node,nodeid=0,memdev=m0,cpus={cpus}"]
         if spec.dram_node_mib:
             argv += ["-object", f"memory-backend-ram,id=mdram1,size={spec.dram_node_mib}M"]
@@ -276,6 +295,38 @@ def qemu_argv(spec: VMSpec, workdir: Path, serial_log: Path) -> list[str]:
     ]
     argv += list(spec.extra_qemu_args)
     return argv
+
+
+def boot_ram_backend(spec: VMSpec) -> str:
+    """Node 0's RAM backend object."""
+    reserve = "" if spec.reserve_boot_ram else ",reserve=off"
+    return f"memory-backend-ram,id=m0,size={spec.node0_mib}M{reserve}"
+
+
+def nvdimm_args(spec: VMSpec, backing: Path) -> list[str]:
+    """pc with nvdimm=on: boot RAM on node 0 (and the DRAM node), the nvdimm in device
+    memory on a memoryless hot-plug node (nfit gives the region that node)."""
+    if spec.dram_node_mib:
+        raise ValueError("the nvdimm source has no second DRAM node")
+    cpus = f"0-{spec.smp - 1}" if spec.smp > 1 else "0"
+    node = spec.hotplug_node
+    ram = spec.node0_mib
+    return [
+        "-machine",
+        "pc,nvdimm=on",
+        "-m",
+        f"{ram}M,slots=1,maxmem={ram + spec.hotplug_mib}M",
+        "-object",
+        boot_ram_backend(spec),
+        "-numa",
+        f"node,nodeid=0,memdev=m0,cpus={cpus}",
+        "-numa",
+        f"node,nodeid={node}",
+        "-object",
+        f"memory-backend-file,id=nv{node},share=on,mem-path={backing},size={spec.hotplug_mib}M",
+        "-device",
+        f"nvdimm,memdev=nv{node},id=nvdimm{node},node={node}",
+    ]
 
 
 def cxl_args(spec: VMSpec) -> list[str]:
@@ -363,25 +414,15 @@ def run(
     (share / "job.json").write_text(json.dumps(job, indent=1))
     serial_log = workdir / "serial.log"
     serial_log.unlink(missing_ok=True)
-    argv = qemu_argv(spec, workdir, serial_log)
-    (workdir / "qemu-argv.json").write_text(json.dumps(argv, indent=1))
-    start = time.monotonic()
-    timed_out = False
-    with open(workdir / "qemu.out", "wb") as qemu_out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=qemu_out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            proc.wait(timeout=spec.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    seconds = time.monotonic() - start
+    with contextlib.ExitStack() as stack:
+        nvdimm_file = None
+        if spec.source is Source.NVDIMM:
+            nvdimm_file = stack.enter_context(sparse_file(spec.hotplug_mib * MIB, spec.nvdimm_dir))
+        argv = qemu_argv(spec, workdir, serial_log, nvdimm_file)
+        (workdir / "qemu-argv.json").write_text(json.dumps(argv, indent=1))
+        start = time.monotonic()
+        proc, timed_out = run_qemu(argv, workdir / "qemu.out", spec.timeout)
+        seconds = time.monotonic() - start
     result_path = share / "result.json"
     result = json.loads(result_path.read_text()) if result_path.is_file() else None
     if result is not None:
@@ -393,6 +434,36 @@ def run(
     if echo:
         print(vm.describe(), file=sys.stderr)
     return vm
+
+
+@contextlib.contextmanager
+def sparse_file(size: int, parent: Path | None) -> Iterator[Path]:
+    """A sparse file of size bytes in a new temporary directory, deleted with it afterwards:
+    the host pays only for the pages the guest writes."""
+    with tempfile.TemporaryDirectory(prefix="vmtest-nvdimm-", dir=parent) as tmp:
+        path = Path(tmp) / "nvdimm.img"
+        with open(path, "wb") as backing:
+            backing.truncate(size)
+        yield path
+
+
+def run_qemu(argv: list[str], out: Path, timeout: float) -> tuple[subprocess.Popen[bytes], bool]:
+    """Run QEMU to its end or kill its process group after timeout seconds: (proc, timed out)."""
+    with open(out, "wb") as qemu_out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=qemu_out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return proc, True
+    return proc, False
 
 
 def qemu_version(qemu: str = "qemu-system-x86_64") -> tuple[int, int]:
