@@ -283,8 +283,12 @@ def series_key(layout: Layout, patches_only: bool = False) -> str:
     return digest(*(p.name.encode() + p.read_bytes() for p in files))
 
 
-def checkout_series(layout: Layout) -> None:
-    """Put branch memmap-kmem at base + kernel-patch/ unless it is there already."""
+def checkout_series(layout: Layout, work_tree: bool = True) -> None:
+    """Put branch memmap-kmem at base + kernel-patch/ unless it is there already, and check
+    it out. work_tree=False moves only the branch and leaves the files as they are (HEAD
+    detached where it was): check() then walks the series commit by commit from there, and
+    a file touched twice on the way (to the tip, back to patch 1) would make kbuild rebuild
+    everything that includes it."""
     key = series_key(layout)
     stamp = layout.src / ".git" / "memmap-kmem-series"
     if stamp.exists():
@@ -295,9 +299,16 @@ def checkout_series(layout: Layout) -> None:
             else ""
         )
         if recorded_key == key and recorded_head == head:
-            git(layout, "checkout", "-q", BRANCH)
+            if work_tree:
+                git(layout, "checkout", "-q", BRANCH)
             return
     head = apply_series(layout)
+    if not work_tree:
+        git(layout, "checkout", "-q", "--detach")
+        git(layout, "update-ref", f"refs/heads/{BRANCH}", head)
+        set_cover_letter(layout)
+        stamp.write_text(f"{key} {head}\n")
+        return
     # Moving the tree straight from its current commit to the new one rewrites only the
     # files that differ, so kbuild rebuilds what the change touched, not the whole series.
     git(layout, "checkout", "-q", "-B", BRANCH, head)
@@ -581,7 +592,7 @@ def check(layout: Layout) -> int:
     """Fresh git am, checkpatch --strict --codespell, and a build after each patch."""
     ensure_source(layout)
     require_clean_tree(layout)
-    checkout_series(layout)
+    checkout_series(layout, work_tree=False)
     patches = [p for p in layout.series() if not p.name.startswith("0000-")]
     if not patches:
         raise BuildError("kernel-patch/series lists no patches")
