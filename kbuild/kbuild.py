@@ -32,6 +32,7 @@ Sub-commands (each takes --base, default 6.12):
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import os
 import re
@@ -767,8 +768,9 @@ def download_deb(layout: Layout, suite: Suite, package: str) -> Path:
     work = layout.cache / "apt" / suite.name / "download"
     name, _, version = package.partition("=")
     if version:
-        quoted = version.replace("~", "%7e").replace(":", "%3a")
-        cached = sorted(work.glob(f"{name}_{quoted}_*.deb"))
+        # apt names the file with the version as it is ("~" and all); an epoch's ":" is
+        # written %3a.
+        cached = sorted(work.glob(f"{name}_{glob.escape(version.replace(':', '%3a'))}_*.deb"))
         if cached:
             return cached[0]
     apt = private_apt(layout, suite)

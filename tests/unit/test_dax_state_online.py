@@ -14,11 +14,11 @@ import errno
 import io
 import json
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from test_daxctl_commands import FakeLibrary
 from test_ops import FakeDevice
 from unit_helpers import Result
 
@@ -230,18 +230,6 @@ def test_offline_never_writes_state(kernel: FakeKernel) -> None:
 
 
 # --- the command line -----------------------------------------------------------------------
-
-
-class FakeLibrary:
-    def __init__(self, devices: dict[str, FakeDevice]) -> None:
-        self.devices = devices
-
-    @contextmanager
-    def context(self) -> Iterator[FakeLibrary]:
-        yield self
-
-    def find(self, name: str) -> FakeDevice | None:
-        return self.devices.get(name)
 
 
 Runner = Callable[[list[str], dict[str, FakeDevice]], Result]
