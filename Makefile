@@ -38,7 +38,7 @@ help:
 	@echo "make check-series   git am, checkpatch --strict --codespell, build each patch"
 	@echo "make check-config   fail if olddefconfig drops a Kconfig.snippet line"
 	@echo "make check-distro   W=1 build of the touched files under Debian's 6.12 config"
-	@echo "make kunit          boot the patched kernel and check the KUnit suite"
+	@echo "make kunit          KUnit through kunit.py: run, and the patched kernel booted"
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
 	@echo "make vm-test-debug  scenario 7 on the KASAN/lockdep/kmemleak kernel"
 	@echo "make vm-test-7.3    the VM scenarios that run on 7.3, with upstream's selftests"

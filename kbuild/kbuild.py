@@ -13,6 +13,7 @@ kernel-patch/<base>/ and its own trees and images in a cache outside the reposit
   $CACHE/wrong/linux-<ver>/    the "wrong" variant's own tree (a shared clone of src:
                                series + tests/vm/wrong-kernel/*.patch, detached); its
                                build directory is build/linux-<ver>-wrong
+  $CACHE/build/kunit-<ver>/    kunit.py's build directory (its kernel from drivers/dax/.kunitconfig)
   $CACHE/apt/<suite>/          a private apt configuration per Debian suite, used to
                                download sources the host's apt does not know
 
@@ -25,7 +26,10 @@ Sub-commands (each takes --base, default 6.12):
   check                                       git am, checkpatch, build each patch
   check-config                                fragment lines olddefconfig dropped
   check-distro                                W=1 build under Debian's amd64 config
-  kunit   [--kernel K] [--log L]                boot K in QEMU, check its KUnit suites
+  kunit   [--kernel K] [--log L]                the KUnit suite through the kernel's own
+                                              kunit.py: 'kunit.py run --kunitconfig
+                                              drivers/dax' as the series documents it, and
+                                              the patched build booted, parsed by kunit.py
   range-diff                                  git range-diff of the 6.12 and 7.3 series
 """
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -652,54 +657,89 @@ def check(layout: Layout) -> int:
     return 0
 
 
-KTAP_RESULT = re.compile(r"^(not ok|ok) (\d+) (.+?)(?:\s+#\s*(\w+).*)?$")
-KTAP_SUBTEST = re.compile(r"^# Subtest: (\S+)")
+KUNIT_TOOL = "tools/testing/kunit/kunit.py"
 
 
 @dataclass
 class KunitReport:
-    """Results of the KUnit suites in a kernel log, keyed "suite.case"."""
+    """Results of KUnit suites as kunit.py reports them (--json), keyed "suite.case"; a
+    parameterised case rolls its parameters up into one result, failed if any failed."""
 
     cases: dict[str, str]
-    sub_cases: int
+    parameters: int
     problems: list[str]
 
 
-def kunit_results(log: str, suites: tuple[str, ...]) -> KunitReport:
-    """Parse the KTAP that built-in KUnit suites print to the kernel log.
-
-    Suites are subtests at indentation 4, their cases results at indentation
-    4, the parameters of a case at indentation 8 (those roll up into the
-    case's own result, which is "not ok" if any parameter failed).
-    """
+def kunit_json_results(text: str, suites: tuple[str, ...]) -> KunitReport:
+    """Read the KernelCI JSON of kunit.py (run, exec or parse with --json): a group per
+    suite, a case per test, and a sub-group per parameterised test."""
+    top = json.loads(text)
     cases: dict[str, str] = {}
-    sub_cases = 0
-    suite: str | None = None
-    for raw in log.splitlines():
-        line = re.sub(r"^\[\s*\d+\.\d+\]\s?", "", raw.rstrip())
-        indent = len(line) - len(line.lstrip(" "))
-        text = line.strip()
-        subtest = KTAP_SUBTEST.match(text)
-        if subtest and indent == 4:
-            suite = subtest.group(1)
-            continue
-        result = KTAP_RESULT.match(text)
-        if not result or suite is None:
-            continue
-        status, _, name, directive = result.groups()
-        if indent == 0:
-            suite = None
-        elif indent == 4:
-            cases[f"{suite}.{name}"] = "skip" if directive == "SKIP" else status
-        else:
-            sub_cases += 1
+    parameters = 0
+    for suite in top.get("sub_groups", []):
+        for case in suite.get("test_cases", []):
+            cases[f"{suite['name']}.{case['name']}"] = case["status"]
+        for group in suite.get("sub_groups", []):
+            statuses = [param["status"] for param in group.get("test_cases", [])]
+            parameters += len(statuses)
+            worst = next((s for s in statuses if s != "PASS"), "PASS" if statuses else "EMPTY")
+            cases[f"{suite['name']}.{group['name']}"] = worst
     problems = [
         f"suite {name} did not run"
         for name in suites
         if not any(case.startswith(name + ".") for case in cases)
     ]
-    problems += [f"{case}: {status}" for case, status in cases.items() if status != "ok"]
-    return KunitReport(cases, sub_cases, problems)
+    problems += [f"{case}: {status}" for case, status in cases.items() if status != "PASS"]
+    return KunitReport(cases, parameters, problems)
+
+
+def kunit_tool(layout: Layout, args: list[str], json_out: Path) -> str:
+    """Run the base's own kunit.py with --json; its JSON (empty when it wrote none)."""
+    json_out.unlink(missing_ok=True)
+    cmd = [sys.executable, str(layout.src / KUNIT_TOOL), *args, f"--json={json_out}"]
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, cwd=layout.src, check=False)
+    return json_out.read_text() if json_out.exists() else "{}"
+
+
+def report_kunit(what: str, report: KunitReport) -> bool:
+    passed = sum(1 for status in report.cases.values() if status == "PASS")
+    print(
+        f"KUnit ({what}): {passed}/{len(report.cases)} cases passed "
+        f"({report.parameters} parameters)"
+    )
+    for problem in report.problems:
+        print(f"KUnit ({what}): {problem}", file=sys.stderr)
+    return not report.problems
+
+
+def kunit(
+    layout: Layout, kernel: Path | None, log: Path | None, save_log: Path | None, timeout: int
+) -> int:
+    """kunit.py run as the series' commit message gives it, then the patched build (the
+    VM tests' kernel, Kconfig.snippet) booted and its log parsed by kunit.py."""
+    ensure_source(layout)
+    log = log.resolve() if log else None  # kunit.py runs in the kernel tree
+    with tempfile.TemporaryDirectory(prefix="kunit-") as tmp:
+        out = Path(tmp) / "kunit.json"
+        ok = True
+        if log is None:
+            image = kernel or build(layout, "patched", False)
+            require_clean_tree(layout)
+            checkout_series(layout)
+            build_dir = layout.cache / "build" / f"kunit-{layout.base.version}"
+            run_args = ["run", "--arch=x86_64", "--kunitconfig", "drivers/dax"]
+            run_args += ["--build_dir", str(build_dir), "--timeout", str(timeout)]
+            run = kunit_tool(layout, run_args, out)
+            ok = report_kunit("kunit.py run", kunit_json_results(run, KUNIT_SUITES))
+            log = Path(tmp) / "boot.log"
+            log.write_text(boot_for_kunit(image, timeout))
+            if save_log:
+                shutil.copyfile(log, save_log)
+        parsed = kunit_tool(layout, ["parse", str(log)], out)
+        parsed_report = kunit_json_results(parsed, KUNIT_SUITES)
+        ok = report_kunit(f"{log.name} via kunit.py parse", parsed_report) and ok
+    return 0 if ok else 1
 
 
 def boot_for_kunit(kernel: Path, timeout: int) -> str:
@@ -1005,9 +1045,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check-config", help="fail if olddefconfig drops a fragment line")
     sub.add_parser("check-distro", help="W=1 build of the touched files under Debian's config")
     sub.add_parser("prepare", help="import the source and apply the series")
-    kunit_p = sub.add_parser("kunit", help="boot a kernel in QEMU and check its KUnit results")
+    kunit_p = sub.add_parser("kunit", help="the KUnit suite through kunit.py: run, then a boot")
     kunit_p.add_argument("--kernel", type=Path, help="bzImage (default: the patched build)")
-    kunit_p.add_argument("--log", type=Path, help="parse this saved log instead of booting")
+    kunit_p.add_argument("--log", type=Path, help="only parse this saved boot log with kunit.py")
     kunit_p.add_argument("--save-log", type=Path, help="write the boot log here")
     kunit_p.add_argument("--timeout", type=int, default=300)
     diff_p = sub.add_parser("range-diff", help="git range-diff of the series of two bases")
@@ -1043,21 +1083,7 @@ def main(argv: list[str] | None = None) -> int:
                 configure(layout, Path(tmp), debug=False, strict=True)
             print("Kconfig.snippet: every line survives olddefconfig")
         elif args.command == "kunit":
-            if args.log:
-                log = args.log.read_text(errors="replace")
-            else:
-                log = boot_for_kunit(args.kernel or build(layout, "patched", False), args.timeout)
-            if args.save_log:
-                args.save_log.write_text(log)
-            report = kunit_results(log, KUNIT_SUITES)
-            passed = sum(1 for status in report.cases.values() if status == "ok")
-            print(
-                f"KUnit: {passed}/{len(report.cases)} cases passed "
-                f"({report.sub_cases} parameterised sub-cases)"
-            )
-            for problem in report.problems:
-                print(f"KUnit: {problem}", file=sys.stderr)
-            return 1 if report.problems else 0
+            return kunit(layout, args.kernel, args.log, args.save_log, args.timeout)
     except BuildError as err:
         print(f"kbuild: {err}", file=sys.stderr)
         return 1

@@ -1,7 +1,9 @@
 """Tests of the kernel build helper's pure parts, on recorded kernel output."""
 
+import json
 import re
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -11,58 +13,67 @@ DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[2]
 
 
+SUITES = ("dax_kmem_memmap",)
+
+
 @pytest.fixture
-def passing_log() -> str:
-    return (DATA / "kunit-pass.log").read_text()
+def passing() -> dict[str, Any]:
+    """kunit.py parse --json of a boot of the patched 6.12 build (common fields dropped)."""
+    return cast(dict[str, Any], json.loads((DATA / "kunit-pass.json").read_text()))
 
 
-def test_recorded_boot_log_passes(passing_log: str) -> None:
-    report = kbuild.kunit_results(passing_log, ("dax_kmem_memmap",))
+def case(report: dict[str, Any], name: str) -> dict[str, Any]:
+    suite = report["sub_groups"][0]
+    found = [c for c in suite["test_cases"] + suite["sub_groups"] if c["name"] == name]
+    assert len(found) == 1
+    return cast(dict[str, Any], found[0])
+
+
+def test_recorded_kunit_json_passes(passing: dict[str, Any]) -> None:
+    report = kbuild.kunit_json_results(json.dumps(passing), SUITES)
     assert report.problems == []
     assert report.cases == {
-        "dax_kmem_memmap.kmem_memmap_parse_test": "ok",
-        "dax_kmem_memmap.kmem_memmap_name_roundtrip_test": "ok",
-        "dax_kmem_memmap.kmem_memmap_decision_test": "ok",
+        "dax_kmem_memmap.kmem_memmap_name_roundtrip_test": "PASS",
+        "dax_kmem_memmap.kmem_memmap_mhp_helpers_test": "PASS",
+        "dax_kmem_memmap.kmem_memmap_parse_test": "PASS",
+        "dax_kmem_memmap.kmem_memmap_decision_test": "PASS",
     }
-    assert report.sub_cases == 78
+    assert report.parameters == 57 + 14
 
 
-def test_failed_case_is_reported(passing_log: str) -> None:
-    log = passing_log.replace(
-        "    ok 3 kmem_memmap_decision_test", "    not ok 3 kmem_memmap_decision_test"
-    )
-    report = kbuild.kunit_results(log, ("dax_kmem_memmap",))
-    assert report.problems == ["dax_kmem_memmap.kmem_memmap_decision_test: not ok"]
+def test_failed_parameter_fails_its_case(passing: dict[str, Any]) -> None:
+    case(passing, "kmem_memmap_decision_test")["test_cases"][3]["status"] = "FAIL"
+    report = kbuild.kunit_json_results(json.dumps(passing), SUITES)
+    assert report.problems == ["dax_kmem_memmap.kmem_memmap_decision_test: FAIL"]
 
 
-def test_missing_suite_is_reported(passing_log: str) -> None:
-    log = passing_log.replace("# Subtest: dax_kmem_memmap\n", "# Subtest: other_suite\n")
-    report = kbuild.kunit_results(log, ("dax_kmem_memmap",))
-    assert "suite dax_kmem_memmap did not run" in report.problems
+def test_failed_case_is_reported(passing: dict[str, Any]) -> None:
+    case(passing, "kmem_memmap_mhp_helpers_test")["status"] = "ERROR"
+    report = kbuild.kunit_json_results(json.dumps(passing), SUITES)
+    assert report.problems == ["dax_kmem_memmap.kmem_memmap_mhp_helpers_test: ERROR"]
 
 
-def test_crash_before_results_is_reported(passing_log: str) -> None:
-    truncated = passing_log[: passing_log.index("    ok 1 kmem_memmap_parse_test")]
-    report = kbuild.kunit_results(truncated, ("dax_kmem_memmap",))
+def test_skipped_case_is_a_problem(passing: dict[str, Any]) -> None:
+    case(passing, "kmem_memmap_name_roundtrip_test")["status"] = "SKIP"
+    report = kbuild.kunit_json_results(json.dumps(passing), SUITES)
+    assert report.problems == ["dax_kmem_memmap.kmem_memmap_name_roundtrip_test: SKIP"]
+
+
+def test_parameterised_case_without_parameters_is_a_problem(passing: dict[str, Any]) -> None:
+    case(passing, "kmem_memmap_parse_test")["test_cases"] = []
+    report = kbuild.kunit_json_results(json.dumps(passing), SUITES)
+    assert report.problems == ["dax_kmem_memmap.kmem_memmap_parse_test: EMPTY"]
+
+
+def test_missing_suite_is_reported(passing: dict[str, Any]) -> None:
+    passing["sub_groups"][0]["name"] = "other_suite"
+    report = kbuild.kunit_json_results(json.dumps(passing), SUITES)
     assert report.problems == ["suite dax_kmem_memmap did not run"]
 
 
-def test_printk_timestamps_are_ignored(passing_log: str) -> None:
-    stamped = "\n".join(
-        f"[    1.{n:06d}] {line}" for n, line in enumerate(passing_log.splitlines())
-    )
-    assert kbuild.kunit_results(stamped, ("dax_kmem_memmap",)) == kbuild.kunit_results(
-        passing_log, ("dax_kmem_memmap",)
-    )
-
-
-def test_skipped_case_is_a_problem(passing_log: str) -> None:
-    log = passing_log.replace(
-        "    ok 2 kmem_memmap_name_roundtrip_test",
-        "    ok 2 kmem_memmap_name_roundtrip_test # SKIP no",
-    )
-    report = kbuild.kunit_results(log, ("dax_kmem_memmap",))
-    assert report.problems == ["dax_kmem_memmap.kmem_memmap_name_roundtrip_test: skip"]
+def test_no_json_from_kunit_tool_is_a_problem() -> None:
+    """kunit.py wrote nothing (it crashed, or the kernel did): kunit_tool() reads "{}"."""
+    assert kbuild.kunit_json_results("{}", SUITES).problems == ["suite dax_kmem_memmap did not run"]
 
 
 def test_dropped_fragment_lines(tmp_path: Path) -> None:
