@@ -77,11 +77,37 @@ class Environment:
         self.prog = prog or program_name(sys.argv[0])
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, sized to the terminal without shutil: argparse builds one for
+    every argument it adds, and importing shutil (with zlib, bz2 and lzma) for its
+    get_terminal_size() was a tenth of pyshim's start-up."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                columns = 80
+        super().__init__(prog, width=columns - 2)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError (one line, exit 2) instead of printing usage."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(**kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[_Parser]  # what add_subparsers() returns
 
 
 def _add_devices(p: argparse.ArgumentParser) -> None:
@@ -104,35 +130,7 @@ def _add_movable(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="also show libdaxctl's own messages (online, offline, reconfigure)",
-    )
-    common.add_argument(
-        "--sysroot",
-        default=argparse.SUPPRESS,
-        metavar="DIR",
-        help="read and write the kernel's files under DIR instead of / (like lsmem --sysroot)",
-    )
-    parser = _Parser(
-        prog=prog,
-        parents=[common],
-        description=(
-            "Set the per-driver memmap_on_memory of dax kmem, bring dax memory online through "
-            "libdaxctl, and prove block by block where each memory block's memmap lives."
-        ),
-        epilog="exit status: 0 ok, 1 check or operation failed (check: inconsistent), 2 usage, "
-        "3 missing prerequisite, 4 check found stale blocks (see --allow-stale)",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
+def _parser_set(sub: Subparsers, common: _Parser, prog: str) -> None:
     p = sub.add_parser(
         "set",
         parents=[common],
@@ -162,6 +160,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "kernel command line word to add",
     )
 
+
+def _parser_show(sub: Subparsers, common: _Parser, prog: str) -> None:
     p = sub.add_parser(
         "show",
         parents=[common],
@@ -178,6 +178,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="JSON with daxctl's key names, in bytes")
 
+
+def _parser_check(sub: Subparsers, common: _Parser, prog: str) -> None:
     p = sub.add_parser(
         "check",
         parents=[common],
@@ -205,6 +207,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "works on stock kernels too",
     )
 
+
+def _parser_online(sub: Subparsers, common: _Parser, prog: str) -> None:
     p = sub.add_parser(
         "online",
         parents=[common],
@@ -220,6 +224,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     _add_devices(p)
     _add_movable(p)
 
+
+def _parser_offline(sub: Subparsers, common: _Parser, prog: str) -> None:
     p = sub.add_parser(
         "offline",
         parents=[common],
@@ -233,6 +239,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     _add_devices(p)
 
+
+def _parser_reconfigure(sub: Subparsers, common: _Parser, prog: str) -> None:
     p = sub.add_parser(
         "reconfigure",
         parents=[common],
@@ -252,6 +260,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     _add_devices(p)
     _add_movable(p)
 
+
+def _parser_report(sub: Subparsers, common: _Parser, prog: str) -> None:
     p = sub.add_parser(
         "report",
         parents=[common],
@@ -262,6 +272,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--html", required=True, metavar="FILE", help="the HTML file to write")
 
+
+def _parser_metrics(sub: Subparsers, common: _Parser, prog: str) -> None:
     p = sub.add_parser(
         "metrics",
         parents=[common],
@@ -274,6 +286,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--textfile", required=True, metavar="DIR", help="node_exporter's textfile directory"
     )
 
+
+def _parser_plan(sub: Subparsers, common: _Parser, prog: str) -> None:
     p = sub.add_parser(
         "plan",
         parents=[common],
@@ -285,6 +299,60 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--capacity", required=True, help="e.g. 512M, 1G, 1T or bytes")
     p.add_argument("--block-size", help="memory block size (default: this machine's)")
     p.add_argument("--json", action="store_true", help="JSON in bytes")
+
+
+PARSERS: dict[str, Callable[[Subparsers, _Parser, str], None]] = {
+    "set": _parser_set,
+    "show": _parser_show,
+    "check": _parser_check,
+    "online": _parser_online,
+    "offline": _parser_offline,
+    "reconfigure": _parser_reconfigure,
+    "report": _parser_report,
+    "metrics": _parser_metrics,
+    "plan": _parser_plan,
+}
+
+
+def build_parser(prog: str, command: str | None = None) -> argparse.ArgumentParser:
+    """The command line parser; with `command`, only that command's sub-parser.
+
+    argparse builds a help formatter for every argument it adds, which made building all
+    the sub-parsers a fifth of pyshim's own start-up. A command line that names a command
+    needs only that one: main() parses with it, and falls back to the whole parser for
+    anything else (help, --version, errors), so that messages stay the same.
+    """
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="also show libdaxctl's own messages (online, offline, reconfigure)",
+    )
+    common.add_argument(
+        "--sysroot",
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="read and write the kernel's files under DIR instead of / (like lsmem --sysroot)",
+    )
+    parser = _Parser(
+        prog=prog,
+        parents=[common],
+        description=(
+            "Set the per-driver memmap_on_memory of dax kmem, bring dax memory online through "
+            "libdaxctl, and prove block by block where each memory block's memmap lives."
+        ),
+        epilog="exit status: 0 ok, 1 check or operation failed (check: inconsistent), 2 usage, "
+        "3 missing prerequisite, 4 check found stale blocks (see --allow-stale)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    for name, add in PARSERS.items():
+        if command in (None, name):
+            add(sub, common, prog)
     return parser
 
 
@@ -681,12 +749,25 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
 }
 
 
+def _parse(prog: str, argv: list[str]) -> argparse.Namespace:
+    """Parse with the named command's parser alone when that succeeds, else with all (see
+    build_parser). A successful parse by the smaller parser is the whole parser's too: it
+    is the same top-level parser with a subset of the same sub-parsers."""
+    command = next((word for word in argv if word in PARSERS), None)
+    if command is not None:
+        try:
+            return build_parser(prog, command).parse_args(argv)
+        except (SystemExit, UsageError):
+            pass
+    return build_parser(prog).parse_args(argv)
+
+
 def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     env = env or Environment()
     try:
         try:
-            args = build_parser(env.prog).parse_args(argv)
-        except SystemExit as exc:  # --help
+            args = _parse(env.prog, sys.argv[1:] if argv is None else argv)
+        except SystemExit as exc:  # --help, --version
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         ctx = Context(args, env)
         code = COMMANDS[args.command](ctx)
