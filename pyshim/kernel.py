@@ -465,9 +465,12 @@ def _read_text(
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OperationFailed(f"{name} is not a regular file, so not the kernel's file")
-        chunks = []
-        size = 0
-        while size <= limit and (data := os.read(fd, limit + 1 - size)):
+        chunks = [os.read(fd, limit + 1)]
+        size = len(chunks[0])
+        # One read is the whole file for a sysfs attribute (kernfs runs show() once into a
+        # page), a small sysctl and a regular file of a recorded tree; procfs seq_files such
+        # as zoneinfo hand out a page or so per read.
+        while limit > ATTRIBUTE_LIMIT and size <= limit and (data := os.read(fd, limit + 1 - size)):
             chunks.append(data)
             size += len(data)
     except OSError as exc:
