@@ -7,10 +7,13 @@ process with spies on every call that could write a file and an alarm that bound
 
 from __future__ import annotations
 
+import builtins
+import io
 import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +139,14 @@ CASES = [
         1,
         "mapping0: end 0xfffff lies before start 0x100000000",
         put(f"{DEV}/mapping0/end", "0xfffff\n"),
+    ),
+    # mappingN/end is inclusive: end == start is a one-byte mapping, not a reversed one
+    Case(
+        "mapping-one-byte",
+        ["check"],
+        1,
+        "its mappings cover 1 bytes but size says 536870912",
+        put(f"{DEV}/mapping0/end", "0x100000000\n"),
     ),
     Case(
         "mapping-short",
@@ -283,11 +294,18 @@ def spied(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spied]:
     spy = Spied()
     real_open, real_replace, real_mkstemp = os.open, os.replace, tempfile.mkstemp
     real_makedirs, real_chmod = os.makedirs, os.chmod
+    real_io_open = io.open
 
     def spy_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC):
             spy.saw(path)
         return real_open(path, flags, *args, **kwargs)
+
+    def spy_io_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        # open(), Path.write_text and the like; an int is a descriptor opened above
+        if not isinstance(file, int) and set(mode) & set("wax+"):
+            spy.saw(file)
+        return real_io_open(file, mode, *args, **kwargs)
 
     def spy_replace(src: Any, dst: Any) -> None:
         spy.saw(src, dst)
@@ -311,18 +329,27 @@ def spied(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spied]:
     monkeypatch.setattr(tempfile, "mkstemp", spy_mkstemp)
     monkeypatch.setattr(os, "makedirs", spy_makedirs)
     monkeypatch.setattr(os, "chmod", spy_chmod)
+    monkeypatch.setattr(io, "open", spy_io_open)
+    monkeypatch.setattr(builtins, "open", spy_io_open)
     yield spy
 
 
+class Hang(BaseException):
+    """Not an Exception, so that no handler in pyshim can turn a hang into a verdict
+    (a TimeoutError is an OSError, which pyshim reports as a read failure)."""
+
+
 def _timeout(signum: int, frame: FrameType | None) -> None:
-    raise TimeoutError(f"no answer within {SECONDS} s")
+    raise Hang(f"no answer within {SECONDS} s")
 
 
-def run_bounded(argv: list[str]) -> Result:
+def run_bounded(argv: list[str]) -> tuple[Result, float]:
+    """The result and the seconds it took; Hang when it takes SECONDS."""
     previous = signal.signal(signal.SIGALRM, _timeout)
     signal.alarm(SECONDS)
+    start = time.monotonic()
     try:
-        return run_cli(argv)
+        return run_cli(argv), time.monotonic() - start
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
@@ -341,11 +368,15 @@ def test_bad_input(case: Case, tmp_path: Path, spied: Spied) -> None:
     before = sorted(p.name for p in tmp_path.iterdir())
 
     spied.active = True
-    r = run_bounded(argv)
-    spied.active = False
+    try:
+        r, seconds = run_bounded(argv)
+    finally:
+        spied.active = False
 
+    assert seconds < SECONDS
     assert r.code == case.code, r.err
-    assert r.err.count("\n") == 1 and r.err.startswith("pyshim: error: "), r.err
+    assert r.err.count("\n") == 1 and r.err.endswith("\n"), r.err
+    assert r.err.startswith("pyshim: error: "), r.err
     assert case.needle in r.err
     assert "Traceback" not in r.err and "internal error" not in r.err
     for word in case.absent:

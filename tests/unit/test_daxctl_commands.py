@@ -60,11 +60,15 @@ def run(monkeypatch: pytest.MonkeyPatch) -> Runner:
     return run
 
 
-def test_online_positional_device_and_no_movable(run: Runner) -> None:
+@pytest.mark.parametrize(
+    ("flag", "movable"), [([], True), (["--movable"], True), (["--no-movable"], False)]
+)
+def test_online_positional_device_and_zone(flag: list[str], movable: bool, run: Runner) -> None:
+    """Movable unless --no-movable, as daxctl online-memory."""
     dev = fake_device("dax0.0", "devdax")
-    r = run(["online", "dax0.0", "--no-movable"], {"dax0.0": dev})
+    r = run(["online", "dax0.0", *flag], {"dax0.0": dev})
     assert r.code == 0, r.err
-    assert dev.calls == ["disable", "enable_ram", "online movable=False"]
+    assert dev.calls == ["disable", "enable_ram", f"online movable={movable}"]
     devices = json.loads(r.out)
     assert [d["chardev"] for d in devices] == ["dax0.0"]
     assert r.err.splitlines()[-1] == "pyshim: online: 1 device"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import re
+from typing import Any
 
 import pytest
 
@@ -75,16 +76,18 @@ def test_real_context_lists_devices() -> None:
 
 
 class RecordingLib:
-    """libdaxctl's context calls, recorded (the real library cannot show an unref)."""
+    """libdaxctl's context and memory calls, recorded (the real library cannot show an
+    unref, and onlines only on a machine with dax devices)."""
 
-    def __init__(self, ffi: object) -> None:
+    def __init__(self, ffi: Any) -> None:
         self.ffi = ffi
         self.calls: list[str] = []
         self.priority = 3  # libdaxctl's default, LOG_ERR
+        self.devname = ffi.new("char[]", b"dax0.0")
 
     def daxctl_new(self, holder: object) -> int:
         self.calls.append("new")
-        holder[0] = self.ffi.cast("struct daxctl_ctx *", 1)  # type: ignore[attr-defined, index]
+        holder[0] = self.ffi.cast("struct daxctl_ctx *", 1)  # type: ignore[index]
         return 0
 
     def daxctl_set_log_priority(self, ctx: object, priority: int) -> None:
@@ -96,18 +99,56 @@ class RecordingLib:
     def daxctl_unref(self, ctx: object) -> None:
         self.calls.append("unref")
 
+    def daxctl_dev_get_devname(self, dev: object) -> object:
+        return self.devname
 
-@pytest.mark.parametrize(("verbose", "priority"), [(False, 0), (True, 7)])
-def test_context_sets_log_priority_and_unrefs(verbose: bool, priority: int) -> None:
+    def daxctl_memory_online(self, mem: object) -> int:
+        self.calls.append("online")
+        return 4
+
+    def daxctl_memory_online_no_movable(self, mem: object) -> int:
+        self.calls.append("online_no_movable")
+        return 4
+
+
+def _recording_library(verbose: bool = False) -> libdaxctl.Library:
+    """A Library whose C functions are RecordingLib's (the cdef is the real one)."""
     cffi = pytest.importorskip("cffi")
     library = libdaxctl.Library.__new__(libdaxctl.Library)
     library.ffi = cffi.FFI()
     library.ffi.cdef(libdaxctl.declarations())
     library.lib = RecordingLib(library.ffi)
     library.log_priority = libdaxctl.LOG_DEBUG if verbose else libdaxctl.LOG_QUIET
+    return library
+
+
+@pytest.mark.parametrize(("verbose", "priority"), [(False, 0), (True, 7)])
+def test_context_sets_log_priority_and_unrefs(verbose: bool, priority: int) -> None:
+    library = _recording_library(verbose)
     with library.context() as ctx:
         assert ctx.log_priority == priority
     assert library.lib.calls == ["new", "unref"]
+
+
+def test_context_unrefs_once_when_closed_twice() -> None:
+    """A second close must not unref the freed context again."""
+    library = _recording_library()
+    ctx = library.context()
+    with ctx:
+        pass
+    ctx.__exit__(None, None, None)
+    assert library.lib.calls == ["new", "unref"]
+
+
+@pytest.mark.parametrize(("movable", "call"), [(True, "online"), (False, "online_no_movable")])
+def test_memory_online_picks_the_zone_function(movable: bool, call: str) -> None:
+    """movable onlines through daxctl_memory_online (ZONE_MOVABLE), --no-movable through
+    daxctl_memory_online_no_movable, as daxctl online-memory does."""
+    library = _recording_library()
+    with library.context() as ctx:
+        memory = libdaxctl.Memory(libdaxctl.Device(ctx, ctx.ffi.NULL), ctx.ffi.NULL)
+        assert memory.online(movable) == 4
+    assert library.lib.calls == ["new", call, "unref"]
 
 
 def test_real_library_is_quiet_unless_verbose() -> None:

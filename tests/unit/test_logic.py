@@ -1,12 +1,16 @@
-"""The decision table, memmap arithmetic and plan (pure functions)."""
+"""The decision table, memmap arithmetic and plan (pure functions), and the cap on the
+blocks of one device."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyshim import logic
+from pyshim import kernel, logic
+from pyshim.errors import OperationFailed
 from pyshim.parse import GlobalMode, KmemSetting
 
 MIB = 1 << 20
@@ -152,19 +156,37 @@ def test_memmap_node_unknown_without_distances() -> None:
     assert single.memmap_node(2, False, single.boot_memory_nodes()) == 0
 
 
-@pytest.mark.parametrize(
-    ("ranges", "indices"),
-    [
-        # 512 MiB from 4 GiB: blocks 32..35, and not 36 (end is exclusive)
-        (((4 << 30, (4 << 30) + 512 * MIB),), [32, 33, 34, 35]),
-        # a range starting inside block 32 covers only the blocks wholly inside it
-        ((((4 << 30) + MIB, (4 << 30) + 512 * MIB),), [33, 34, 35]),
-        # ... and one ending inside block 35 as well
-        ((((4 << 30), (4 << 30) + 511 * MIB),), [32, 33, 34]),
-        # two mappings
-        (((0, 128 * MIB), (1 << 30, (1 << 30) + 256 * MIB)), [0, 8, 9]),
-    ],
-)
+BLOCK_INDICES = [
+    # 512 MiB from 4 GiB: blocks 32..35, and not 36 (end is exclusive)
+    (((4 << 30, (4 << 30) + 512 * MIB),), [32, 33, 34, 35]),
+    # a range starting inside block 32 covers only the blocks wholly inside it
+    ((((4 << 30) + MIB, (4 << 30) + 512 * MIB),), [33, 34, 35]),
+    # ... and one ending inside block 35 as well
+    ((((4 << 30), (4 << 30) + 511 * MIB),), [32, 33, 34]),
+    # two mappings
+    (((0, 128 * MIB), (1 << 30, (1 << 30) + 256 * MIB)), [0, 8, 9]),
+]
+
+
+@pytest.mark.parametrize(("ranges", "indices"), BLOCK_INDICES)
 def test_block_indices(ranges: tuple[tuple[int, int], ...], indices: list[int]) -> None:
     dev = logic.DaxDevice("dax0.0", "kmem", 1, 0, ranges, None, None, "cxl")
     assert dev.block_indices(128 * MIB) == indices
+
+
+@pytest.mark.parametrize(("ranges", "indices"), BLOCK_INDICES)
+def test_block_cap_counts_the_blocks_it_lets_through(
+    ranges: tuple[tuple[int, int], ...],
+    indices: list[int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sysfs.device_blocks refuses a device only when the blocks it would list exceed the
+    cap: a device with exactly the cap is read, one block more is refused."""
+    dev = logic.DaxDevice("dax0.0", "kmem", 1, 0, ranges, None, None, "cxl")
+    sysfs = kernel.Sysfs(tmp_path)
+    monkeypatch.setattr(kernel, "MAX_DEVICE_BLOCKS", len(indices))
+    assert sysfs.device_blocks(dev, 128 * MIB) == indices
+    monkeypatch.setattr(kernel, "MAX_DEVICE_BLOCKS", len(indices) - 1)
+    with pytest.raises(OperationFailed, match=f"spans {len(indices)} memory blocks"):
+        sysfs.device_blocks(dev, 128 * MIB)

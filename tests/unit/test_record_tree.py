@@ -59,7 +59,8 @@ def test_unreadable_and_vanished_files_are_skipped(tmp_path: Path) -> None:
     target = tmp_path / "rec"
     recorder = record_tree.Recorder(str(root), str(target))
     recorder.record()
-    assert recorder.skipped >= 1
+    # only memory33/state: the dangling node9 and dax5.0 links are recorded as links
+    assert recorder.skipped == 1
     assert not (target / "sys/devices/system/memory/memory33/state").exists()
     assert (target / "sys/devices/system/memory/memory33/memmap_on_memory").exists()
 

@@ -26,20 +26,21 @@ ALL_TREES = [
     "v73_states",
     "v73_stock",
 ]
-CHECK_EXIT = {
-    "patched_on": 0,
-    "stock": 3,
-    "devdax": 0,
-    "mixed": 0,
-    "mixed_device": 1,
-    "stale": 4,
-    "boot_node": 0,
-    "vanishing": 0,
-    "inconsistent": 1,
-    "off_attr_one": 0,
-    "builtin_offline": 0,
-    "v73_states": 0,
-    "v73_stock": 3,
+# exit code and verdict of `check` (None: exit 3, no verdict, nothing on stdout)
+CHECK = {
+    "patched_on": (0, "ok"),
+    "stock": (3, None),
+    "devdax": (0, "ok"),
+    "mixed": (0, "ok"),
+    "mixed_device": (1, "inconsistent"),
+    "stale": (4, "stale"),
+    "boot_node": (0, "ok"),
+    "vanishing": (0, "ok"),
+    "inconsistent": (1, "inconsistent"),
+    "off_attr_one": (0, "ok"),
+    "builtin_offline": (0, "ok"),
+    "v73_states": (0, "ok"),
+    "v73_stock": (3, None),
 }
 
 
@@ -52,19 +53,26 @@ def test_show_golden(name: str, cli: Callable[..., Result]) -> None:
 
 @pytest.mark.parametrize("name", ALL_TREES)
 def test_check_golden(name: str, cli: Callable[..., Result]) -> None:
+    code, verdict = CHECK[name]
     r = cli(["check", "--json", "--sysroot", str(tree_path(name))])
-    assert r.code == CHECK_EXIT[name], r.err
-    if r.code != 3:
+    assert r.code == code, r.err
+    if verdict is None:
+        assert r.out == ""
+    else:
         assert_golden(f"{name}.check.json", r.out)
+        assert json.loads(r.out)["status"] == verdict
     assert "Traceback" not in r.err
 
 
 @pytest.mark.parametrize("name", ALL_TREES)
 def test_check_text_runs(name: str, cli: Callable[..., Result]) -> None:
+    code, verdict = CHECK[name]
     r = cli(["check", "--sysroot", str(tree_path(name))])
-    assert r.code == CHECK_EXIT[name]
-    if r.code != 3:
-        assert r.out.splitlines()[-1].startswith("check: ")
+    assert r.code == code, r.err
+    if verdict is None:
+        assert r.out == ""
+    else:
+        assert r.out.splitlines()[-1] == f"check: {verdict}"
 
 
 def test_sysroot_before_command(cli: Callable[..., Result]) -> None:
@@ -165,6 +173,46 @@ def test_block_removed_under_the_device(
     data = json.loads(r.out)
     assert [b["memory"] for b in data["devices"][0]["blocks"]] == [32, 33, 35]
     assert (data["status"], r.code) == ("inconsistent", 1)
+
+
+def test_device_without_mappings_spans_resource_and_size(
+    cli: Callable[..., Result], tree_copy: Callable[[str], Path]
+) -> None:
+    """Without mappingN/ the range is [resource, resource + size): 512 MiB from 4 GiB is
+    blocks 32..35, and the check agrees with the node's accounting as before."""
+    import shutil
+
+    root = tree_copy("patched_on")
+    dev = root / "sys/bus/dax/devices/dax0.0"
+    shutil.rmtree(dev / "mapping0")
+    assert (dev / "resource").read_text() == "0x100000000\n"
+    r = cli(["check", "--json", "--sysroot", str(root)])
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    assert [b["memory"] for b in data["devices"][0]["blocks"]] == [32, 33, 34, 35]
+    assert data["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1000000", 16 << 20), ("800000", None), ("10000000000", 1 << 40), ("20000000000", None)],
+)
+def test_block_size_bounds_are_inclusive(
+    text: str, size: int | None, cli: Callable[..., Result], tree_copy: Callable[[str], Path]
+) -> None:
+    """16 MiB and 1 TiB, the smallest and largest block any kernel uses, are read; the
+    powers of two just outside them are refused, naming the file."""
+    root = tree_copy("patched_on")
+    path = root / "sys/devices/system/memory/block_size_bytes"
+    path.write_text(f"{text}\n")
+    r = cli(["show", "--json", "--sysroot", str(root)])
+    if size is None:
+        assert (r.code, r.out) == (1, "")
+        assert r.err.startswith(f"pyshim: error: {path} says ") and r.err.count("\n") == 1
+        assert "outside the 16 MiB to 1 TiB any kernel uses" in r.err
+    else:
+        assert r.code == 0, r.err
+        assert json.loads(r.out)["settings"]["memory_block_size_bytes"] == size
 
 
 def test_without_node_directories_the_cross_check_says_skipped(
