@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""P3: `pyshim check` over 8192 memory blocks (1 TiB at 128 MiB) against `lsmem -a`.
+"""P3: `pyshim check` against `lsmem -a` on three machine sizes, and pyshim's start-up.
 
-    python bench/p3_check_vs_lsmem.py [--reps 7] [--blocks 8192] [--keep DIR]
+    python bench/p3_check_vs_lsmem.py [--reps 9] [--blocks 8192 32768] [--against REV]
 
-Builds a recorded-style tree in a temporary directory: node 0 has 64 boot blocks, node 1 a
-CXL dax device (kmem, memmap on memory) with the rest, as the patched kernel shows it. Then
-times, in the same run and interleaved, `python -m pyshim check --json --sysroot T` and
-`lsmem -a --sysroot T` (util-linux), each process start included, and reports the median
-wall times and their ratio (pyshim / lsmem; the target is <= 1.0) as JSON on stdout and in
+The sizes: the tree recorded from the patched VM (31 blocks: the common case, where start-up
+is everything), and recorded-style trees of 8192 and 32768 blocks of 128 MiB (1 and 4 TiB)
+built in a temporary directory (node 0: 64 boot blocks; node 1: one CXL dax device, kmem,
+memmap on memory, with the rest). On each, in the same run and interleaved,
+`python -m pyshim check --json --sysroot T` and `lsmem -a --sysroot T` (util-linux), process
+start included: median wall time, peak RSS (GNU time), and the ratios pyshim / lsmem (time
+target <= 1.0).
+
+Start-up: on the small tree the interpreter's own start (`python -c pass`, same interpreter
+and environment) is the floor; `-X importtime` gives the import time of pyshim's modules and
+of what they import. --against REV times pyshim as of another git revision in the same
+rounds (a worktree of it), for before/after figures. Results go to stdout and
 bench/results/p3.json. Not a test: it fails only when a tool is missing or exits non-zero.
 """
 
@@ -23,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 BLOCK = 128 << 20
@@ -107,7 +115,8 @@ def build_tree(root: Path, nblocks: int) -> None:
     write(root, "sys/devices/system/node/online", "0-1\n")
 
 
-def time_once(argv: list[str], env: dict[str, str]) -> float:
+def run_once(argv: Sequence[str], env: dict[str, str]) -> float:
+    """Wall time of one process, start to exit."""
     start = time.perf_counter()
     proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     elapsed = time.perf_counter() - start
@@ -116,50 +125,165 @@ def time_once(argv: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
+def peak_rss_kib(gnu_time: str, argv: Sequence[str], env: dict[str, str]) -> int:
+    """Peak RSS of one process, measured by GNU time: its fork starts from GNU time's small
+    image, where a child of this Python (vfork) would count this interpreter's pages."""
+    with tempfile.NamedTemporaryFile("r", prefix="p3-rss-") as out:
+        subprocess.run(
+            [gnu_time, "-f", "%M", "-o", out.name, *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            check=True,
+        )
+        return int(out.read().split()[-1])
+
+
+def import_times(argv: Sequence[str], env: dict[str, str]) -> dict[str, float]:
+    """-X importtime of one run: pyshim's own modules, everything pyshim.cli pulls in, all."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv[1:]], capture_output=True, text=True, env=env
+    )
+    own = total = cli = 0
+    for line in proc.stderr.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) != 3 or not fields[0].strip().isdigit():
+            continue
+        self_us, cumulative_us, name = int(fields[0]), int(fields[1]), fields[2].strip()
+        total += self_us
+        if name == "pyshim" or name.startswith("pyshim."):
+            own += self_us
+        if name == "pyshim.cli":
+            cli = cumulative_us
+    return {
+        "pyshim_modules_ms": own / 1000,
+        "pyshim_cli_cumulative_ms": cli / 1000,
+        "all_imports_ms": total / 1000,
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    return round(statistics.median(values), 4)
+
+
+def summary(
+    pyshim: list[float], lsmem: list[float], rss: tuple[list[int], list[int]]
+) -> dict[str, object]:
+    py_s, ls_s = statistics.median(pyshim), statistics.median(lsmem)
+    py_rss, ls_rss = statistics.median(rss[0]), statistics.median(rss[1])
+    return {
+        "pyshim_check_s": [round(s, 4) for s in pyshim],
+        "lsmem_s": [round(s, 4) for s in lsmem],
+        "pyshim_check_median_s": round(py_s, 4),
+        "lsmem_median_s": round(ls_s, 4),
+        "time_ratio": round(py_s / ls_s, 3),
+        "pyshim_peak_rss_kib": py_rss,
+        "lsmem_peak_rss_kib": ls_rss,
+        "rss_ratio": round(py_rss / ls_rss, 2),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--blocks", type=int, default=8192)
-    parser.add_argument("--keep", help="build the tree here and keep it")
+    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--blocks", type=int, nargs="*", default=[8192, 32768])
+    parser.add_argument(
+        "--against", metavar="REV", help="also time pyshim as of this git revision (A/B)"
+    )
     args = parser.parse_args()
     lsmem = shutil.which("lsmem")
-    if lsmem is None:
-        print("p3: lsmem not found: apt-get install util-linux", file=sys.stderr)
+    gnu_time = shutil.which("time", path="/usr/bin:/bin")
+    if lsmem is None or gnu_time is None:
+        print("p3: lsmem or GNU time not found: apt-get install util-linux time", file=sys.stderr)
         return 3
     version = subprocess.run([lsmem, "--version"], capture_output=True, text=True).stdout.strip()
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
+    # an installed package has its bytecode compiled; without this, each run compiles pyshim
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryDirectory(prefix="p3-") as tmp:
-        root = Path(args.keep) if args.keep else Path(tmp) / "tree"
-        if root.exists():
-            shutil.rmtree(root)
-        t0 = time.perf_counter()
-        build_tree(root, args.blocks)
-        build_s = time.perf_counter() - t0
-        pyshim = [sys.executable, "-m", "pyshim", "check", "--json", "--sysroot", str(root)]
-        lsmem_cmd = [lsmem, "-a", "--sysroot", str(root)]
-        # warm the page cache and the interpreter's bytecode cache once, untimed
-        time_once(pyshim, env)
-        time_once(lsmem_cmd, env)
-        py_times, ls_times = [], []
+        trees = {31: repo / "tests/unit/recorded/vm_patched_kmem_on"}
+        build_s = {}
+        for blocks in args.blocks:
+            trees[blocks] = Path(tmp) / f"tree{blocks}"
+            t0 = time.perf_counter()
+            build_tree(trees[blocks], blocks)
+            build_s[blocks] = round(time.perf_counter() - t0, 2)
+
+        def pyshim(root: Path) -> list[str]:
+            # -P: pyshim from PYTHONPATH, never from the current directory
+            return [sys.executable, "-P", "-m", "pyshim", "check", "--json", "--sysroot", str(root)]
+
+        def lsmem_cmd(root: Path) -> list[str]:
+            return [lsmem, "-a", "--sysroot", str(root)]
+
+        env_against = None
+        if args.against:
+            worktree = Path(tmp) / "against"
+            git = ["git", "-C", str(repo)]
+            subprocess.run([*git, "worktree", "add", "-q", "--detach", worktree, args.against],
+                           check=True)  # fmt: skip
+            env_against = dict(env, PYTHONPATH=str(worktree))
+            for root in trees.values():
+                run_once(pyshim(root), env_against)
+        against: dict[int, list[float]] = {n: [] for n in trees}
+
+        floor_cmd = [sys.executable, "-P", "-c", "pass"]
+        version_cmd = [sys.executable, "-P", "-m", "pyshim", "--version"]
+        # warm the page cache and the bytecode cache once, untimed
+        for root in trees.values():
+            run_once(pyshim(root), env)
+            run_once(lsmem_cmd(root), env)
+        samples: dict[int, tuple[list[float], list[float]]] = {n: ([], []) for n in trees}
+        rss: dict[int, tuple[list[int], list[int]]] = {n: ([], []) for n in trees}
+        floor: list[float] = []
+        version_only: list[float] = []
+        imports: list[dict[str, float]] = []
         for _ in range(args.reps):
-            py_times.append(time_once(pyshim, env))
-            ls_times.append(time_once(lsmem_cmd, env))
-    py_med = statistics.median(py_times)
-    ls_med = statistics.median(ls_times)
+            floor.append(run_once(floor_cmd, env))
+            version_only.append(run_once(version_cmd, env))
+            imports.append(import_times(pyshim(trees[31]), env))
+            for blocks, root in trees.items():
+                samples[blocks][0].append(run_once(pyshim(root), env))
+                samples[blocks][1].append(run_once(lsmem_cmd(root), env))
+                if env_against:
+                    against[blocks].append(run_once(pyshim(root), env_against))
+        if args.against:
+            subprocess.run([*git, "worktree", "remove", "--force", worktree], check=True)
+        for _ in range(3):
+            for blocks, root in trees.items():
+                rss[blocks][0].append(peak_rss_kib(gnu_time, pyshim(root), env))
+                rss[blocks][1].append(peak_rss_kib(gnu_time, lsmem_cmd(root), env))
+    sizes = []
+    for blocks in trees:
+        entry: dict[str, object] = {"memory_blocks": blocks}
+        entry["tree"] = "recorded VM tree" if blocks == 31 else "built, 128 MiB blocks"
+        if blocks in build_s:
+            entry["tree_build_s"] = build_s[blocks]
+        entry.update(summary(*samples[blocks], rss[blocks]))
+        if against[blocks]:
+            entry[f"pyshim_check_median_s_at_{args.against}"] = median(against[blocks])
+        sizes.append(entry)
+    small_check = statistics.median(samples[31][0])
+    floor_s = statistics.median(floor)
     result = {
-        "benchmark": "P3 check vs lsmem -a",
-        "memory_blocks": args.blocks,
-        "block_size": BLOCK,
+        "benchmark": "P3 check vs lsmem -a, three sizes; pyshim start-up",
         "reps": args.reps,
-        "pyshim_check_s": [round(t, 4) for t in py_times],
-        "lsmem_s": [round(t, 4) for t in ls_times],
-        "pyshim_check_median_s": round(py_med, 4),
-        "lsmem_median_s": round(ls_med, 4),
-        "ratio": round(py_med / ls_med, 3),
-        "target": "<= 1.0",
-        "tree_build_s": round(build_s, 2),
+        "sizes": sizes,
+        "startup": {
+            "python_c_pass_median_s": round(floor_s, 4),
+            "pyshim_version_median_s": median(version_only),
+            "pyshim_check_31_median_s": round(small_check, 4),
+            "pyshim_over_interpreter_s": round(small_check - floor_s, 4),
+            **(
+                {f"pyshim_over_interpreter_s_at_{args.against}": median(against[31]) - floor_s}
+                if against[31]
+                else {}
+            ),
+            **{k: median([i[k] for i in imports]) for k in imports[0]},
+        },
+        "target": "time_ratio <= 1.0",
         "lsmem_version": version,
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",

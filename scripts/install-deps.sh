@@ -10,6 +10,8 @@ packages=(
 	codespell python3-ply python3-git
 	# the VM: QEMU, and the tools that run inside it from the shared host root
 	qemu-system-x86 ndctl daxctl libdaxctl1 util-linux
+	# bench/p3_check_vs_lsmem.py: peak memory of a command (GNU time)
+	time
 	# the shim's virtual environment
 	python3-venv
 	# pyshim report rendered and checked in a real browser (tests/unit/test_report_browser.py)
