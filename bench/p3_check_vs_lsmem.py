@@ -277,7 +277,11 @@ def main() -> int:
             "pyshim_check_31_median_s": round(small_check, 4),
             "pyshim_over_interpreter_s": round(small_check - floor_s, 4),
             **(
-                {f"pyshim_over_interpreter_s_at_{args.against}": median(against[31]) - floor_s}
+                {
+                    f"pyshim_over_interpreter_s_at_{args.against}": round(
+                        median(against[31]) - floor_s, 4
+                    )
+                }
                 if against[31]
                 else {}
             ),
