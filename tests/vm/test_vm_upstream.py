@@ -109,15 +109,6 @@ def test_upstream_dax_kmem_hotplug_same_on_stock_and_patched(vm: Harness) -> Non
 OFFLINED = re.compile(r"^online->offline memory(\d+)\n-> Success$", re.M)
 
 
-def offline_ratio(online: int, wanted: int) -> int:
-    """The -r percentage that makes mem-on-off-test.sh aim at `wanted` of `online` blocks
-    (it rounds n*r/100 up)."""
-    for ratio in range(101):
-        if -(-online * ratio // 100) == wanted:
-            return ratio
-    raise AssertionError(f"no ratio aims at {wanted} of {online} blocks")
-
-
 # The script spawns a few grep processes per memory block and pass, slow under TCG, and walks
 # the blocks in glob order (memory0, memory1, memory2, ...), stopping after as many successes
 # as it aims at. A small guest: 256 MiB of boot memory (memory0 keeps the kernel and refuses;
@@ -125,28 +116,35 @@ def offline_ratio(online: int, wanted: int) -> int:
 MEM_ON_OFF_VM = {"source": Source.PMEM, "node0_mib": 256, "hotplug_mib": 1040}
 
 
+# The ratio of online blocks that makes the script aim at as many blocks as the kmem device
+# has (it offlines ceil(n * r / 100) of n), worked out in the guest once the device is online;
+# the device spans whole memory blocks here (the test checks the count against the snapshot).
+AIM_AT_THE_DEVICE = """
+set -e
+online=$(grep -lx online /sys/devices/system/memory/memory*/state | wc -l)
+block=$((0x$(cat /sys/devices/system/memory/block_size_bytes)))
+wanted=$(( $(cat /sys/bus/dax/devices/dax*/size) / block ))
+ratio=0
+until [ $(( (online * ratio + 99) / 100 )) -eq "$wanted" ]; do
+	ratio=$((ratio + 1))
+	[ $ratio -le 100 ] || { echo "no ratio aims at $wanted of $online blocks" >&2; exit 99; }
+done
+echo "aiming at $wanted of $online online blocks: -r $ratio"
+exec bash "$1" -r $ratio
+"""
+
+
 def run_mem_on_off(vm: Harness, kernel: str) -> tuple[VMResult, list[int]]:
     """Boot with a kmem device online (kmem "on" on the patched kernel), then run the test
-    with a ratio aimed at as many blocks as the device has."""
+    aimed at as many blocks as the device has."""
     append = ["kmem.memmap_on_memory=on"] if kernel == "patched" else []
-    probe = vm.boot(
-        [s.pmem_devdax(), s.online(method="daxctl"), s.snapshot("onlined")],
-        kernel=kernel,
-        append=append,
-        **MEM_ON_OFF_VM,
-    )
-    asserts.booted_ok(probe)
-    snapshot = probe.step("onlined")
-    online = [b for b in snapshot["blocks"] if b["state"] == "online"]
-    device_blocks = kmem_device(snapshot)["blocks"]
-    ratio = offline_ratio(len(online), len(device_blocks))
     script = upstream_script(vm, kernel, MEM_ON_OFF)
     result = vm.boot(
         [
             s.pmem_devdax(),
             s.online(method="daxctl"),
             s.snapshot("onlined"),
-            s.run("selftest", "bash", str(script), "-r", str(ratio), timeout=600),
+            s.run("selftest", "sh", "-c", AIM_AT_THE_DEVICE, "sh", str(script), timeout=600),
             s.snapshot("after"),
         ],
         kernel=kernel,
@@ -154,7 +152,7 @@ def run_mem_on_off(vm: Harness, kernel: str) -> tuple[VMResult, list[int]]:
         **MEM_ON_OFF_VM,
     )
     asserts.booted_ok(result)
-    return result, device_blocks
+    return result, kmem_device(result.step("onlined"))["blocks"]
 
 
 def test_upstream_mem_on_off_with_memmap_on_the_blocks(vm: Harness) -> None:
@@ -168,6 +166,8 @@ def test_upstream_mem_on_off_with_memmap_on_the_blocks(vm: Harness) -> None:
         out = result.step("selftest")
         text = out["stdout"]
         assert out["rc"] == 0, f"{kernel}: exit {out['rc']}\n{text}{out['stderr']}"
+        aim = re.search(r"^aiming at (\d+) of \d+ online blocks", text, re.M)
+        assert aim and int(aim.group(1)) == len(device_blocks), f"{kernel}: {text[:300]}"
         cycled = sorted(int(n) for n in OFFLINED.findall(text) if int(n) in device_blocks)
         assert cycled, f"{kernel}: no block of the kmem device went offline\n{text}"
         before = {b["id"]: b for b in result.step("onlined")["blocks"]}
