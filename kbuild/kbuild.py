@@ -13,7 +13,8 @@ kernel-patch/<base>/ and its own trees and images in a cache outside the reposit
   $CACHE/wrong/linux-<ver>/    the "wrong" variant's own tree (a shared clone of src:
                                series + tests/vm/wrong-kernel/*.patch, detached); its
                                build directory is build/linux-<ver>-wrong
-  $CACHE/build/kunit-<ver>/    kunit.py's build directory (its kernel from drivers/dax/.kunitconfig)
+  $CACHE/build/kunit-<ver>/    kunit.py's build directory: its kernel, configured from
+                               the series' drivers/dax/.kunitconfig
   $CACHE/apt/<suite>/          a private apt configuration per Debian suite, used to
                                download sources the host's apt does not know
 
