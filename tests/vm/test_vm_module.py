@@ -98,7 +98,11 @@ def test_module_bad_parameter_reload_and_persist(vm: Harness) -> None:
         ],
     )
     bad = result.step("bad")
-    assert bad["rc"] != 0, f"modprobe accepted memmap_on_memory=yellow\n{result.describe()}"
+    # kmod's modprobe exits 1 and names the errno the module's init returned
+    assert bad["rc"] == 1, (
+        f"modprobe memmap_on_memory=yellow: exit {bad['rc']}\n{result.describe()}"
+    )
+    assert "could not insert 'kmem': Invalid argument" in bad["stderr"], bad["stderr"]
     log = asserts.kernel_log(result)
     assert "invalid for parameter `memmap_on_memory'" in log, "no kernel message naming it"
     assert "kmem" not in ran_ok(result, "after_bad")["stdout"].split(), "kmem loaded anyway"
