@@ -149,6 +149,11 @@ class Layout:
         return self.cache / "build" / f"linux-{self.base.version}{suffix}"
 
     @property
+    def kunit_build_dir(self) -> Path:
+        """kunit.py's own build directory: its kernel comes from drivers/dax/.kunitconfig."""
+        return self.cache / "build" / f"kunit-{self.base.version}"
+
+    @property
     def wrong_src(self) -> Path:
         return self.cache / "wrong" / f"linux-{self.base.version}"
 
@@ -702,8 +707,8 @@ MASK_KVM = 'mount --bind /dev/null /dev/kvm && exec "$@"'
 
 
 def mask_kvm() -> bool:
-    """Hide /dev/kvm from kunit.py's QEMU, unless MEMMAP_KMEM_VM_ACCEL=kvm asks for it (as
-    it does for the VM tests) or we are not root (no mount namespace to make)."""
+    """Hide /dev/kvm from kunit.py's QEMU, unless MEMMAP_KMEM_VM_ACCEL=kvm asks for KVM
+    (the VM tests' setting) or we are not root (no mount namespace to make)."""
     wanted = os.environ.get("MEMMAP_KMEM_VM_ACCEL", "auto")
     return wanted != "kvm" and os.path.exists("/dev/kvm") and os.geteuid() == 0
 
@@ -744,9 +749,8 @@ def kunit(
             image = kernel or build(layout, "patched", False)
             require_clean_tree(layout)
             checkout_series(layout)
-            build_dir = layout.cache / "build" / f"kunit-{layout.base.version}"
             run_args = ["run", "--arch=x86_64", "--kunitconfig", "drivers/dax"]
-            run_args += ["--build_dir", str(build_dir), "--timeout", str(timeout)]
+            run_args += ["--build_dir", str(layout.kunit_build_dir), "--timeout", str(timeout)]
             run = kunit_tool(layout, run_args, out)
             ok = report_kunit("kunit.py run", kunit_json_results(run, KUNIT_SUITES))
             log = Path(tmp) / "boot.log"
