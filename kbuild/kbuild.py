@@ -717,7 +717,7 @@ def kunit_tool(layout: Layout, args: list[str], json_out: Path) -> str:
     """Run the base's own kunit.py with --json; its JSON (empty when it wrote none)."""
     json_out.unlink(missing_ok=True)
     cmd = [sys.executable, str(layout.src / KUNIT_TOOL), *args, f"--json={json_out}"]
-    if mask_kvm():
+    if args[0] == "run" and mask_kvm():  # only run starts QEMU
         cmd = ["unshare", "--mount", "--", "sh", "-c", MASK_KVM, "sh", *cmd]
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, cwd=layout.src, check=False)
