@@ -13,14 +13,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vmtest.harness import Harness
 from vmtest.runner import Accel, VMResult, kvm_works

@@ -13,6 +13,7 @@ import errno
 from typing import Any
 
 import pytest
+
 from vmtest import asserts
 from vmtest import steps as s
 from vmtest.harness import Harness
