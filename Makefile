@@ -117,9 +117,12 @@ unit: venv
 man: venv
 	$(VPY) scripts/from_parser.py
 
+# Guests at a time (pytest-xdist): a TCG guest keeps about one core busy.
+VM_JOBS ?= $(shell nproc)
+
 # The module scenarios (test_vm_module.py) boot the modular debug flavour (default base).
 vm-test: venv kernel kernel-stock $(if $(DEEP),kernel-debug) vm-deps
-	$(VPY) -m pytest -q -m vm tests/vm
+	$(VPY) -m pytest -q -m vm -n $(VM_JOBS) tests/vm
 
 # Scenario 7 (bad input) on the modular kernel with KASAN, lockdep and kmemleak; it fails
 # on any report in the kernel log. vm-test already runs the module, race, fault and
