@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .bases import FLAVOURS
+from .bases import FLAVOURS, Suite
 from .build import build, image_key
 from .config import configure
 from .debian import distro_config
@@ -112,7 +112,7 @@ def check_series(layout: Layout) -> int:
     print(f"whole kernel at the tip: {build(layout, FLAVOURS['patched'])}")
     print(f"series applies to its base {layout.pin.version} and builds after each patch")
     newest = layout.pin.base.newest
-    if newest and not check_newest_base(layout, newest.name, patches):
+    if newest and not check_newest_base(layout, newest, patches):
         failures += 1
     if failures:
         print(f"check-series: {failures} problems (checkpatch, newest base)", file=sys.stderr)
@@ -121,11 +121,9 @@ def check_series(layout: Layout) -> int:
     return 0
 
 
-def check_newest_base(layout: Layout, suite_name: str, patches: list[Path]) -> bool:
+def check_newest_base(layout: Layout, newest: Suite, patches: list[Path]) -> bool:
     """git am the series onto the files it touches, taken from the suite's newest package
     of the base's stream (for 6.12: the newest 6.12.y that Debian ships)."""
-    newest = layout.pin.base.newest
-    assert newest is not None and newest.name == suite_name
     in_base = set(
         git(layout.src, "ls-tree", "-r", "--name-only", layout.base_tag, capture=True).split()
     )
@@ -143,7 +141,7 @@ def check_newest_base(layout: Layout, suite_name: str, patches: list[Path]) -> b
     root = git(repo, "rev-list", "--max-parents=0", "HEAD", capture=True)
     git(repo, "reset", "-q", "--hard", root.strip())
     status = "applies" if proc.returncode == 0 else "does NOT apply"
-    print(f"series {status} with git am to Debian {suite_name} {version}")
+    print(f"series {status} with git am to Debian {newest.name} {version}")
     if proc.returncode:
         print(proc.stdout + proc.stderr, file=sys.stderr)
     return proc.returncode == 0
@@ -175,10 +173,10 @@ def distro_targets(layout: Layout) -> list[str]:
     return [*sorted(set(objects)), "drivers/dax/"]
 
 
-def distro_warnings(layout: Layout, tree: Path, out: Path, targets: list[str]) -> list[str]:
+def distro_warnings(config: Path, tree: Path, out: Path, targets: list[str]) -> list[str]:
     """W=1 warnings of the targets, built in tree with Debian's config (out is kept, so the
     second build is incremental)."""
-    (out / ".config").write_bytes(distro_config(layout).read_bytes())
+    (out / ".config").write_bytes(config.read_bytes())
     kmake(tree, out, "olddefconfig", jobs=False, quiet=True)
     # Debian signs modules with keys that are not in the source package.
     for option in ("MODULE_SIG_KEY", "SYSTEM_TRUSTED_KEYS", "SYSTEM_REVOCATION_KEYS"):
@@ -210,13 +208,14 @@ def check_distro(layout: Layout) -> int:
     """The series under Debian's amd64 config: the touched objects and the dax modules build
     with W=1 and show no warning that the unpatched base does not show."""
     checkout_series(layout)
+    config = distro_config(layout)
     targets = distro_targets(layout)
     out = layout.distro_build_dir
     out.mkdir(parents=True, exist_ok=True)
     with scratch_worktree(layout.src, ".distro", layout.base_tag) as scratch:
-        before = distro_warnings(layout, scratch, out, targets)
+        before = distro_warnings(config, scratch, out, targets)
         git(scratch, "checkout", "-q", "--detach", BRANCH)
-        after = distro_warnings(layout, scratch, out, targets)
+        after = distro_warnings(config, scratch, out, targets)
     new = [w for w in after if w not in before]
     print(f"Debian config: built {len(targets)} targets with W=1: {' '.join(targets)}")
     print(f"warnings: {len(before)} before the series, {len(after)} after, {len(new)} new")

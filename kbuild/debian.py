@@ -200,10 +200,12 @@ def distro_config(layout: Layout) -> Path:
     and unpacked into the cache: nothing is installed on the host): the same version as the
     source where the suite still serves it, else its newest."""
     pin = layout.pin
+    if layout.distro_config(pin.debian_version).exists():
+        return layout.distro_config(pin.debian_version)
     package = pin.base.config_package
     archive = Archive(layout, pin.base.suite)
     choice = archive.resolve(package, pin.debian_version)
-    target = layout.cache / "debian" / f"config-{choice.version}"
+    target = layout.distro_config(choice.version)
     if target.exists():
         return target
     deb = archive.download(package, choice.version)

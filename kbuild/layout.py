@@ -126,6 +126,6 @@ class Layout:
     def checked(self) -> Path:
         return self.cache / "checked"
 
-    @property
-    def distro_config(self) -> Path:
-        return self.cache / "debian" / f"config-{self.pin.debian_version}"
+    def distro_config(self, debian_version: str) -> Path:
+        """Debian's amd64 config of a version of linux-config-<base>, unpacked."""
+        return self.cache / "debian" / f"config-{debian_version}"
