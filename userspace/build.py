@@ -19,8 +19,12 @@ $MEMMAP_KMEM_CACHE, else $XDG_CACHE_HOME/memmap-kmem, else ~/.cache/memmap-kmem.
 
 Sources (a repository named in the environment wins):
   1. Debian's orig tarball of the pinned version, through an apt configuration of its own
-     under the cache (`apt-get source --tar-only --download-only`; the host's sources stay
-     untouched), checked against its sha256;
+     under the cache (deb-src lines for sid, trixie-backports and trixie; $APT_CONFIG points
+     apt at it, so the host's /etc/apt is neither read nor written; `apt-get source
+     --tar-only --download-only` of each Debian revision of that upstream version), checked
+     against its sha256. ndctl is pinned at 81 (trixie's; the submission is on v85, whose
+     tarball Debian's pool does not serve) with the backport userspace-patch/ndctl/81/,
+     util-linux at 2.42.4 with userspace-patch/util-linux/2.42.4/;
   2. a git repository named by $MEMMAP_KMEM_<PROJECT>_GIT (e.g. MEMMAP_KMEM_NDCTL_GIT) that has
      the pinned tag or commit (`git archive`).
 The executables run from the build directory (meson's build rpath finds libdaxctl and
@@ -73,21 +77,23 @@ class Tool:
 
 
 TOOLS: dict[str, Tool] = {
+    # The submission is on ndctl v85 (userspace-patch/ndctl/); Debian's archive lists 85 in
+    # sid but does not serve its orig tarball, and trixie serves 81, so the builder applies
+    # the backport to v81 (userspace-patch/ndctl/81/).
     "ndctl": Tool(
         project="ndctl",
-        version="85",
-        orig="ndctl_85.orig.tar.gz",
-        sha256="2829307c96aef0dada91addadc6c47f3f128fc6f333edb76fcad84aba8e351ef",
-        git_ref="v85",
-        patches=REPO / "userspace-patch" / "ndctl",
+        version="81",
+        orig="ndctl_81.orig.tar.gz",
+        sha256="e40784687ac2d0c176748c9ffb8bde541a12301b6fedb607a9a70c8fd1f94929",
+        git_ref="v81",
+        patches=REPO / "userspace-patch" / "ndctl" / "81",
         meson=(
-            "-Dversion-tag=85",
+            "-Dversion-tag=81",
             "-Ddocs=enabled",
             "-Dasciidoctor=enabled",
             "-Dsystemd=disabled",
             "-Dlibtracefs=disabled",
             "-Dkeyutils=disabled",
-            "-Dfwctl=disabled",
         ),
         targets=(
             "daxctl/daxctl",
@@ -161,27 +167,62 @@ def patch_files(patches: Path) -> list[Path]:
     return series
 
 
-def private_apt(cache: Path) -> list[str]:
-    """apt-get with deb-src lines of its own under the cache; the host's apt is untouched."""
-    root = cache / "userspace" / "apt"
-    for sub in ("etc/apt/sources.list.d", "etc/apt/preferences.d", "var/lib/apt/lists/partial",
-                "var/cache/apt/archives/partial", "var/lib/dpkg"):  # fmt: skip
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "var/lib/dpkg/status").touch()
-    (root / "etc/apt/sources.list").write_text(
-        "".join(
-            f"deb-src [signed-by={DEBIAN_KEYRING}] {DEBIAN_URI} {s} main\n" for s in DEBIAN_SUITES
+class PrivateApt:
+    """apt-get and apt-cache with a configuration of their own under the cache: deb-src lines
+    for DEBIAN_SUITES, its own lists and no dpkg status. $APT_CONFIG names a file that moves
+    Dir::Etc there, so nothing of the host's /etc/apt (sources, apt.conf.d) is read and
+    nothing of it is written."""
+
+    def __init__(self, cache: Path) -> None:
+        root = cache / "userspace" / "apt"
+        for sub in ("etc/apt/sources.list.d", "etc/apt/apt.conf.d", "etc/apt/preferences.d",
+                    "etc/apt/trusted.gpg.d", "var/lib/apt/lists/partial",
+                    "var/cache/apt/archives/partial", "var/lib/dpkg"):  # fmt: skip
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / "var/lib/dpkg/status").touch()
+        (root / "etc/apt/sources.list").write_text(
+            "".join(
+                f"deb-src [signed-by={DEBIAN_KEYRING}] {DEBIAN_URI} {suite} main\n"
+                for suite in DEBIAN_SUITES
+            )
         )
-    )
-    return [
-        "apt-get", "-q",
-        "-o", f"Dir={root}",
-        "-o", f"Dir::Etc={root}/etc/apt",
-        "-o", f"Dir::State={root}/var/lib/apt",
-        "-o", f"Dir::State::status={root}/var/lib/dpkg/status",
-        "-o", f"Dir::Cache={root}/var/cache/apt",
-        "-o", "Debug::NoLocking=1",
-    ]  # fmt: skip
+        conf = root / "apt.conf"
+        conf.write_text(
+            f'Dir "{root}/";\n'
+            f'Dir::Etc "{root}/etc/apt/";\n'
+            f'Dir::State "{root}/var/lib/apt/";\n'
+            f'Dir::State::status "{root}/var/lib/dpkg/status";\n'
+            f'Dir::Cache "{root}/var/cache/apt/";\n'
+            'Debug::NoLocking "true";\n'
+            'Acquire::Languages "none";\n'
+            # A clock ahead of the archive's Valid-Until (or behind its Date) must not stop a
+            # build: the Release files stay checked against Debian's keyring, and the
+            # tarball against its sha256.
+            'Acquire::Check-Valid-Until "false";\n'
+            'Acquire::Check-Date "false";\n'
+        )
+        self.env = {**os.environ, "APT_CONFIG": str(conf), "LC_ALL": "C"}
+
+    def run(self, args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            args, cwd=cwd, env=self.env, capture_output=True, text=True, errors="replace"
+        )
+
+    def update(self) -> None:
+        proc = self.run(["apt-get", "-q", "update"])
+        if proc.returncode != 0:
+            raise BuildError(f"apt-get update exited {proc.returncode}: {proc.stderr[-2000:]}")
+
+    def source_versions(self, package: str, upstream: str) -> list[str]:
+        """Debian's versions of the source package whose upstream part is upstream."""
+        proc = self.run(["apt-cache", "showsrc", package])
+        found = []
+        for line in proc.stdout.splitlines():
+            if line.startswith("Version: "):
+                version = line.split()[1]
+                if version.split(":")[-1].rsplit("-", 1)[0] == upstream:
+                    found.append(version)
+        return list(dict.fromkeys(found))
 
 
 def debian_tarball(cache: Path, tool: Tool) -> Path | None:
@@ -191,19 +232,27 @@ def debian_tarball(cache: Path, tool: Tool) -> Path | None:
     if path.is_file() and sha256_file(path) == tool.sha256:
         return path
     downloads.mkdir(parents=True, exist_ok=True)
-    apt = private_apt(cache)
+    apt = PrivateApt(cache)
     try:
-        run([*apt, "update"], quiet=True)
+        apt.update()
     except BuildError as err:
-        log(f"apt-get update failed ({err})")
+        log(str(err))
         return None
-    # --tar-only: just the orig tarball; apt's exit code is ignored, the file is checked.
-    subprocess.run(
-        [*apt, "source", "--download-only", "--tar-only", f"{tool.project}={tool.version}-1"],
-        cwd=downloads, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    versions = apt.source_versions(tool.project, tool.version)
+    if not versions:
+        log(f"Debian's archive ({', '.join(DEBIAN_SUITES)}) has no {tool.project} {tool.version}")
+        return None
+    for version in versions:
+        # --tar-only: just the orig tarball; apt's exit code is ignored, the file is checked.
+        apt.run(
+            ["apt-get", "-q", "source", "--download-only", "--tar-only",
+             f"{tool.project}={version}"],
+            cwd=downloads,
+        )  # fmt: skip
+        if path.is_file():
+            break
     if not path.is_file():
-        log(f"Debian's archive did not serve {tool.orig}")
+        log(f"Debian's archive did not serve {tool.orig} (tried {', '.join(versions)})")
         return None
     if sha256_file(path) != tool.sha256:
         path.unlink()
