@@ -1,48 +1,55 @@
 # Entry points. `make demo` shows the feature in a VM, `make test` runs every test.
 # Kernel trees and images live in a cache outside the repository
-# ($MEMMAP_KMEM_CACHE, default ~/.cache/memmap-kmem); see kbuild/kbuild.py.
+# ($MEMMAP_KMEM_CACHE, default ~/.cache/memmap-kmem); see kbuild/layout.py.
 
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-KBUILD := $(PYTHON) kbuild/kbuild.py
 # 1: a VM test whose prerequisite is missing fails instead of skipping (CI).
 MEMMAP_KMEM_VM ?= 1
 export MEMMAP_KMEM_VM
 
-# Kernel bases (kbuild/kbuild.py BASES). The targets without a suffix are for 6.12, the
-# LTS backport that the deeper checks (debug kernel, stress, distro config) run on; each
-# base B also has kernel-B, kernel-stock-B, prepare-series-B, export-series-B,
-# check-series-B, kunit-B and vm-test-B.
-BASES := 6.12 7.3
-OTHER_BASES := $(filter-out 6.12,$(BASES))
+# The kernel bases and their pinned versions: kernel-patch/bases.lock, whose first line is
+# the default base. Every kernel, series and VM target works on BASE (make kernel BASE=7.3);
+# make test runs them on every base.
+BASES := $(shell awk '!/^\#/ && NF {print $$1}' kernel-patch/bases.lock)
+DEFAULT_BASE := $(firstword $(BASES))
+BASE ?= $(DEFAULT_BASE)
+MEMMAP_KMEM_BASE := $(BASE)
+export MEMMAP_KMEM_BASE
+KBUILD := $(PYTHON) -m kbuild --base $(BASE)
+# The deeper checks run on the default base, the LTS kernel distributions ship with kmem as
+# a module: Debian's own config, and the modular KASAN/lockdep/kmemleak kernel.
+DEEP := $(filter $(DEFAULT_BASE),$(BASE))
 
 .PHONY: all deps venv kernel kernel-stock kernel-debug kernel-wrong vm-test-wrong prepare-series \
-	export-series check-series check-config check-distro kunit lint unit man vm-deps vm-test \
-	vm-test-debug vm-test-scale range-diff check-range-diff test demo bench bench-trace \
-	clean-venv help
+	export-series check-series check-config check-distro kunit kunit-run lint unit man \
+	vm-deps vm-test vm-test-debug vm-test-scale range-diff check-range-diff update-bases \
+	test test-base demo bench bench-trace clean-venv help
 
 all: help
 
 help:
 	@echo "make demo           boot the patched kernel in QEMU and show the DRAM saved"
-	@echo "make test           lint, unit tests, series check, KUnit, VM tests"
+	@echo "make test           lint, unit tests, then test-base on every base ($(BASES))"
+	@echo "make test-base      one base (BASE=$(BASE)): series check, KUnit, VM tests"
+	@echo "Every target below works on BASE (default $(DEFAULT_BASE); make kernel BASE=7.3):"
 	@echo "make kernel         build the patched kernel (prints the bzImage path)"
-	@echo "make kernel-stock   build unpatched 6.12.117 with the same config"
-	@echo "make kernel-7.3     the same for Linux 7.3 (every 6.12 kernel/series target has a -7.3)"
+	@echo "make kernel-stock   build the unpatched base with the same config"
 	@echo "make kernel-debug   patched, kmem a module, KASAN, lockdep, kmemleak, faults"
 	@echo "make kernel-wrong   the series + a deliberately wrong test-only patch"
 	@echo "make vm-test-wrong  the witness must catch the wrong kernel (not in make test)"
 	@echo "make prepare-series check out the series in the cache tree to edit it"
 	@echo "make export-series  write the edited branch back to kernel-patch/"
-	@echo "make check-series   git am, checkpatch --strict --codespell, build each patch"
+	@echo "make check-series   checkpatch, git am, build after each patch, newest base"
 	@echo "make check-config   fail if olddefconfig drops a Kconfig.snippet line"
-	@echo "make check-distro   W=1 build of the touched files under Debian's 6.12 config"
-	@echo "make kunit          KUnit through kunit.py: run, and the patched kernel booted"
+	@echo "make check-distro   W=1 build of the touched files under Debian's config"
+	@echo "make kunit          KUnit through kunit.py: config, exec on the patched build"
+	@echo "make kunit-run      kunit.py run with its own kernel (not in make test)"
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
 	@echo "make vm-test-debug  scenario 7 on the KASAN/lockdep/kmemleak kernel"
-	@echo "make vm-test-7.3    the VM scenarios that run on 7.3, with upstream's selftests"
-	@echo "make range-diff     kernel-patch/range-diff.txt: the 6.12 series against the 7.3 one"
+	@echo "make range-diff     kernel-patch/range-diff.txt: the series of the bases compared"
+	@echo "make update-bases   move kernel-patch/bases.lock to the newest versions served"
 	@echo "make bench          benchmarks P1-P3, P2 by phase, the 256 GiB scale run"
 	@echo "make bench-trace    P2 with the ftrace function profiler (builds a tracing kernel)"
 	@echo "make vm-test-scale  256 GiB in 2 GiB blocks, two boots (~5 min; not in make test)"
@@ -60,18 +67,18 @@ $(VENV)/.installed: pyproject.toml | deps
 venv: $(VENV)/.installed
 
 kernel: deps
-	$(KBUILD) build --variant patched
+	$(KBUILD) build --flavour patched
 
 kernel-stock: deps
-	$(KBUILD) build --variant stock
+	$(KBUILD) build --flavour stock
 
 kernel-debug: deps
-	$(KBUILD) build --variant patched --debug
+	$(KBUILD) build --flavour debug
 
 # The series plus tests/vm/wrong-kernel/*.patch (memmap from DRAM despite the altmap), in a
 # tree and build directory of its own; never on branch memmap-kmem.
 kernel-wrong: deps
-	$(KBUILD) build --variant wrong
+	$(KBUILD) build --flavour wrong
 
 prepare-series: deps
 	$(KBUILD) prepare
@@ -91,14 +98,17 @@ check-distro: deps
 kunit: kernel
 	$(KBUILD) kunit
 
+kunit-run: deps
+	$(KBUILD) kunit --run
+
 # The CXL RAM scenarios need QEMU >= 8.0 (volatile-memdev): bookworm-backports.
 vm-deps: deps
 	sh tests/vm/setup-backports-qemu.sh
 
 lint: venv
-	$(VENV)/bin/ruff check pyshim tests bench kbuild
-	$(VENV)/bin/ruff format --check pyshim tests bench kbuild
-	$(VENV)/bin/mypy pyshim kbuild/kbuild.py
+	$(VENV)/bin/ruff check pyshim tests bench kbuild vmtest
+	$(VENV)/bin/ruff format --check pyshim tests bench kbuild vmtest
+	$(VENV)/bin/mypy pyshim kbuild vmtest --exclude 'vmtest/guest/'
 
 unit: venv
 	$(VPY) -m pytest -q -m 'not vm' tests/unit tests/kbuild tests/vm
@@ -107,67 +117,46 @@ unit: venv
 man: venv
 	$(VPY) scripts/from_parser.py
 
-# The module scenarios (test_vm_module.py) boot the modular debug variant.
-vm-test: venv kernel kernel-stock kernel-debug vm-deps
-	$(VPY) -m pytest -q -m vm tests/vm
+# Guests at a time (pytest-xdist): a TCG guest keeps about one core busy.
+VM_JOBS ?= $(shell nproc)
+
+# The module scenarios (test_vm_module.py) boot the modular debug flavour (default base).
+vm-test: venv kernel kernel-stock $(if $(DEEP),kernel-debug) vm-deps
+	$(VPY) -m pytest -q -m vm -n $(VM_JOBS) tests/vm
 
 # Scenario 7 (bad input) on the modular kernel with KASAN, lockdep and kmemleak; it fails
 # on any report in the kernel log. vm-test already runs the module, race, fault and
 # pressure scenarios on this kernel, which cover onlining and removal there.
 vm-test-debug: venv kernel-debug kernel-stock vm-deps
-	MEMMAP_KMEM_KERNEL=$$($(KBUILD) build --variant patched --debug) \
+	MEMMAP_KMEM_KERNEL=$$($(KBUILD) build --flavour debug) \
 	MEMMAP_KMEM_VM_TIMEOUT_SCALE=4 \
 	$(VPY) -m pytest -q -m vm tests/vm -k 's7_'
 
 # One boot: the witness must catch what the altmap bookkeeping misses. Not part of make test.
 vm-test-wrong: venv kernel-wrong kernel-stock vm-deps
-	MEMMAP_KMEM_WRONG_KERNEL=$$($(KBUILD) build --variant wrong) \
+	MEMMAP_KMEM_WRONG_KERNEL=$$($(KBUILD) build --flavour wrong) \
 	$(VPY) -m pytest -q -m vm tests/vm/test_vm_witness.py -k wrong_kernel
 
-# The same targets for every other base; MEMMAP_KMEM_BASE picks the images and tells the
-# VM tests which scenarios run on that base (the `bases` marker, tests/vm/conftest.py).
-define base_targets
-kernel-$(1): deps
-	$$(KBUILD) --base $(1) build --variant patched
-
-kernel-stock-$(1): deps
-	$$(KBUILD) --base $(1) build --variant stock
-
-prepare-series-$(1): deps
-	$$(KBUILD) --base $(1) prepare
-
-export-series-$(1):
-	$$(KBUILD) --base $(1) export
-
-check-series-$(1): deps
-	$$(KBUILD) --base $(1) check
-
-kunit-$(1): kernel-$(1)
-	$$(KBUILD) --base $(1) kunit
-
-vm-test-$(1): venv kernel-$(1) kernel-stock-$(1) vm-deps
-	MEMMAP_KMEM_BASE=$(1) $$(VPY) -m pytest -q -m vm tests/vm
-
-.PHONY: kernel-$(1) kernel-stock-$(1) prepare-series-$(1) export-series-$(1) check-series-$(1) \
-	kunit-$(1) vm-test-$(1)
-endef
-$(foreach base,$(OTHER_BASES),$(eval $(call base_targets,$(base))))
-
-# Both series must be checked out in the cache (check-series and check-series-7.3 do it).
 range-diff: deps
-	$(KBUILD) range-diff --output kernel-patch/range-diff.txt
+	$(PYTHON) -m kbuild range-diff --output kernel-patch/range-diff.txt
 
 check-range-diff: deps
-	$(KBUILD) range-diff --output $(CURDIR)/.range-diff.new
+	$(PYTHON) -m kbuild range-diff --output $(CURDIR)/.range-diff.new
 	@if cmp -s .range-diff.new kernel-patch/range-diff.txt; then rm -f .range-diff.new; \
 	else echo "kernel-patch/range-diff.txt is stale: run make range-diff"; \
 	diff -u kernel-patch/range-diff.txt .range-diff.new | head -40; rm -f .range-diff.new; exit 1; fi
 
-# Per base, the stock kernel first: check-series then builds each patch incrementally on
-# top of it, and its last step leaves the patched kernel ready for the VM tests.
-test: lint unit kernel-stock check-series check-config check-distro kunit vm-test vm-test-debug \
-	$(foreach base,$(OTHER_BASES),kernel-stock-$(base) check-series-$(base) kunit-$(base) \
-	vm-test-$(base)) check-range-diff
+update-bases: deps
+	$(PYTHON) -m kbuild update-bases
+
+# One base: the stock kernel first; check-series then builds the series' objects after each
+# patch on top of it and the whole patched kernel at the tip, which the VM tests boot.
+test-base: kernel-stock check-series check-config kunit vm-test \
+	$(if $(DEEP),check-distro vm-test-debug)
+
+test: lint unit
+	set -e; for base in $(BASES); do $(MAKE) --no-print-directory test-base BASE=$$base; done
+	$(MAKE) --no-print-directory check-range-diff
 
 demo: venv kernel vm-deps
 	$(VPY) tests/vm/demo.py

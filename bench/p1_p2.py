@@ -33,15 +33,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "vm"))
-sys.path.insert(0, str(REPO / "bench"))
+import plot
 
-import plot  # noqa: E402
-from vmtest import placement  # noqa: E402
-from vmtest import steps as s  # noqa: E402
-from vmtest.runner import Source, VMResult, VMSpec, VMUnavailable, qemu_version, run  # noqa: E402
-from vmtest.settings import Settings  # noqa: E402
+from vmtest import placement
+from vmtest import steps as s
+from vmtest.runner import Source, VMResult, VMSpec, VMUnavailable, qemu_version, run
+from vmtest.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
 
 GIB_KB = 1 << 20
 

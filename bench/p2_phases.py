@@ -27,13 +27,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "vm"))
+from vmtest import placement
+from vmtest import steps as s
+from vmtest.runner import Source, VMResult, VMSpec, VMUnavailable, qemu_version, run
+from vmtest.settings import Settings
 
-from vmtest import placement  # noqa: E402
-from vmtest import steps as s  # noqa: E402
-from vmtest.runner import Source, VMResult, VMSpec, VMUnavailable, qemu_version, run  # noqa: E402
-from vmtest.settings import Settings  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 MODES = ("dram", "memory")
 PHASES = ("hot_add", "online", "offline", "remove")

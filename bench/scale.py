@@ -1,7 +1,7 @@
 """Benchmark at the seed's own scale (issue 9, item 4): 256 GiB of dax memory in 2 GiB blocks,
 the memmap on the memory (patched kernel, kmem `on`) against stock 6.12 with nothing set.
 
-Two boots (tests/vm/vmtest/scale.py has the machine: 63 GiB of boot RAM, a 256 GiB nvdimm
+Two boots (vmtest/scale.py has the machine: 63 GiB of boot RAM, a 256 GiB nvdimm
 on a sparse file deleted after each boot, 125 blocks of 2 GiB onlined). Per boot: what the
 hot-plug node shows per block, where the page tables put every block's memmap, what DRAM
 paid (all nodes with boot memory), what `pyshim plan` predicted for the device's size, and
@@ -26,12 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "vm"))
+from vmtest import scale
+from vmtest.runner import VMUnavailable, qemu_version, run
+from vmtest.settings import Settings
 
-from vmtest import scale  # noqa: E402
-from vmtest.runner import VMUnavailable, qemu_version, run  # noqa: E402
-from vmtest.settings import Settings  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:

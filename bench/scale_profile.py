@@ -1,5 +1,5 @@
 """Where the scale run's online time goes (issue 9, items 4 and 6): the 256 GiB / 2 GiB-block
-machine of tests/vm/vmtest/scale.py booted with a tracing build of the series
+machine of vmtest/scale.py booted with a tracing build of the series
 (bench/trace-kernel.sh), once with kmem `off` (memmap in DRAM) and once with `on`, the
 ftrace function profiler (bench/ftrace_profile.py) running only around the online step.
 
@@ -22,12 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "vm"))
+from vmtest import placement, scale
+from vmtest import steps as s
+from vmtest.runner import VMResult, VMUnavailable, run
 
-from vmtest import placement, scale  # noqa: E402
-from vmtest import steps as s  # noqa: E402
-from vmtest.runner import VMResult, VMUnavailable, run  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PROFILER = str(REPO / "bench" / "ftrace_profile.py")
 # The online path per memory block (memoryN/state): online_pages() and, with the memmap on
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "setup": {
-            "machine": "tests/vm/vmtest/scale.py: 63 GiB boot RAM, 256 GiB nvdimm devdax, "
+            "machine": "vmtest/scale.py: 63 GiB boot RAM, 256 GiB nvdimm devdax, "
             "125 blocks of 2 GiB, TCG",
             "kernel": f"tracing build of the series (bench/trace.config): {args.trace_kernel}",
             "modes": "kmem memmap_on_memory off (dram) / on (memory), one boot each",

@@ -78,7 +78,8 @@ def decide(
     global_mode: GlobalMode | None,
     unsupported_reason: str | None,
 ) -> Decision:
-    """Where kmem puts the memmap of a device it hot-adds now: DESIGN.md contract v2.
+    """Where kmem puts the memmap of a device it hot-adds now: docs/design.md, the table in
+    "Decision at each kmem hot-add".
 
     `global` is exactly 6.12 (daxX.Y/memmap_on_memory AND memory_hotplug.memmap_on_memory);
     `on` is every device whenever this configuration can; `off` is never. The device
@@ -183,7 +184,8 @@ class Snapshot(NamedTuple):
     def memmap_node(self, node: int, on_memory: bool, boot: set[int]) -> int | None:
         """The node whose memory holds the memmap of a dax block on `node`: the block's own
         node when it is on memory, else the nearest node with boot memory (where the kernel
-        falls back when the new node has no memory yet; DESIGN.md), None if unknown.
+        falls back when the new node has no memory yet; docs/design.md, "What userspace can
+        observe"), None if unknown.
         `boot` is boot_memory_nodes(), computed once by the caller: it walks every block."""
         if on_memory or node in boot:
             return node

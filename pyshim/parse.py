@@ -11,7 +11,7 @@ import re
 
 
 class KmemSetting(enum.Enum):
-    """Value of /sys/bus/dax/drivers/kmem/memmap_on_memory (DESIGN.md, kernel ABI 1)."""
+    """Value of /sys/bus/dax/drivers/kmem/memmap_on_memory (docs/design.md, "Kernel ABI", 1)."""
 
     GLOBAL = "global"
     ON = "on"

@@ -11,11 +11,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--vm-kernel",
         metavar="BZIMAGE",
         help="patched kernel image (default: $MEMMAP_KMEM_KERNEL, else "
-        "~/.cache/memmap-kmem/images/patched/bzImage)",
+        "the kbuild image <cache>/images/<base>/patched/bzImage)",
     )
     group.addoption(
         "--vm-stock-kernel",
         metavar="BZIMAGE",
-        help="stock 6.12 kernel image (default: $MEMMAP_KMEM_STOCK_KERNEL, else "
-        "~/.cache/memmap-kmem/images/stock/bzImage)",
+        help="stock kernel image of the base (default: $MEMMAP_KMEM_STOCK_KERNEL, else "
+        "the kbuild image <cache>/images/<base>/stock/bzImage)",
     )

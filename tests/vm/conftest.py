@@ -13,14 +13,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vmtest.harness import Harness
 from vmtest.runner import Accel, VMResult, kvm_works
@@ -37,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots a kernel in QEMU (tests/vm)")
     config.addinivalue_line("markers", "bases(*names): the kernel bases the test runs on")
     config.stash[TIMINGS_KEY] = []
+    config.pluginmanager.register(BootReport(), "vm-boot-report")
     config.stash[FIGURES_KEY] = {}
 
 
@@ -100,6 +98,15 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     boots = item.stash.get(BOOTS_KEY, [])
+    if report.when == "call":
+        # Boot times and figures travel in the report, so that they reach the controller
+        # when pytest-xdist runs the tests in workers (make vm-test: VM_JOBS).
+        report.user_properties.append(
+            ("vm_boots", [(name, round(result.seconds, 1)) for name, result in boots])
+        )
+        found = item.config.stash[FIGURES_KEY].get(item.nodeid)
+        if found:
+            report.user_properties.append(("vm_figures", found))
     if report.failed and boots:
         dest = Path(__file__).resolve().parent / ARTIFACTS / re.sub(r"[^\w.-]+", "_", item.name)
         lines = []
@@ -125,25 +132,38 @@ def figures(request: pytest.FixtureRequest) -> Callable[[str, Any], None]:
     return record
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    found = session.config.stash.get(FIGURES_KEY, {})
-    timings = session.config.stash.get(TIMINGS_KEY, [])
-    if not found and not timings:
-        return
-    for nodeid, name, seconds in timings:
-        found.setdefault(nodeid, {}).setdefault("boot_seconds", {})[name] = round(seconds, 1)
-    out = Path(__file__).resolve().parent / ARTIFACTS / FIGURES_FILE
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+class BootReport:
+    """Boot wall times and figures, gathered where the test reports arrive: the only
+    process under plain pytest, the controller under pytest-xdist (make vm-test: VM_JOBS)."""
 
+    def __init__(self) -> None:
+        self.timings: list[tuple[str, str, float]] = []
+        self.figures: dict[str, dict[str, Any]] = {}
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    timings = config.stash.get(TIMINGS_KEY, [])
-    if not timings:
-        return
-    terminalreporter.section("vm boot wall times")
-    total = 0.0
-    for nodeid, name, seconds in timings:
-        total += seconds
-        terminalreporter.write_line(f"{seconds:7.1f}s  {nodeid} [{name}]")
-    terminalreporter.write_line(f"{total:7.1f}s  total in {len(timings)} boots")
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for key, value in report.user_properties:
+            if key == "vm_boots":
+                self.timings += [(report.nodeid, name, seconds) for name, seconds in value]
+            elif key == "vm_figures":
+                self.figures[report.nodeid] = value
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(session.config, "workerinput") or not (self.figures or self.timings):
+            return
+        for nodeid, name, seconds in self.timings:
+            self.figures.setdefault(nodeid, {}).setdefault("boot_seconds", {})[name] = seconds
+        out = Path(__file__).resolve().parent / ARTIFACTS / FIGURES_FILE
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(self.figures, indent=1, sort_keys=True) + "\n")
+
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        if not self.timings or hasattr(config, "workerinput"):
+            return
+        terminalreporter.section("vm boot wall times")
+        total = 0.0
+        for nodeid, name, seconds in sorted(self.timings, key=lambda t: -t[2]):
+            total += seconds
+            terminalreporter.write_line(f"{seconds:7.1f}s  {nodeid} [{name}]")
+        terminalreporter.write_line(f"{total:7.1f}s  total in {len(self.timings)} boots")

@@ -18,8 +18,6 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from vmtest import placement
 from vmtest import steps as s
 from vmtest.runner import Source, VMResult, VMSpec, run

@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from vmtest import steps as s
 from vmtest.runner import Source, VMSpec, repo_root, run
 from vmtest.settings import Settings

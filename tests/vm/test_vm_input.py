@@ -13,6 +13,7 @@ import errno
 from typing import Any
 
 import pytest
+
 from vmtest import asserts
 from vmtest import steps as s
 from vmtest.harness import Harness
@@ -95,7 +96,7 @@ INVALID: list[bytes] = [
     b"\x01",
 ]
 
-# Valid spellings and what the attribute reads back after each (DESIGN.md, Kernel ABI 1).
+# Valid spellings and what the attribute reads back after each (docs/design.md, "Kernel ABI", 1).
 VALID: dict[bytes, str] = {
     b"global": "global",
     b"on": "on",

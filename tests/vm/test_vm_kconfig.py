@@ -7,9 +7,9 @@ fully unmapped' in the log" would pass on a broken kernel. The image's config is
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+
+from vmtest import image
 from vmtest.settings import Settings
 
 pytestmark = pytest.mark.vm
@@ -26,18 +26,6 @@ REQUIRED = {
 PATCHED_ONLY = {"CONFIG_KUNIT": "scenario 9 KUnit", "CONFIG_DAX_KMEM_MEMMAP_KUNIT_TEST": "suite"}
 
 
-def image_config(kernel: Path) -> dict[str, str] | None:
-    for path in (kernel.parent / "config", *(p / ".config" for p in kernel.parents[2:4])):
-        if path.is_file():
-            out = {}
-            for line in path.read_text().splitlines():
-                if line.startswith("CONFIG_") and "=" in line:
-                    name, _, value = line.partition("=")
-                    out[name] = value
-            return out
-    return None
-
-
 @pytest.mark.parametrize("which", ["patched", "stock"])
 def test_image_config_can_report(which: str, pytestconfig: pytest.Config) -> None:
     settings = Settings.from_env(
@@ -45,7 +33,7 @@ def test_image_config_can_report(which: str, pytestconfig: pytest.Config) -> Non
         stock_kernel=pytestconfig.getoption("--vm-stock-kernel", None),
     )
     kernel = settings.kernel if which == "patched" else settings.stock_kernel
-    config = image_config(kernel)
+    config = image.config(kernel)
     if config is None:
         pytest.skip(f"no config next to {kernel}")
     wanted = dict(REQUIRED, **(PATCHED_ONLY if which == "patched" else {}))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from vmtest import asserts, placement
 from vmtest import steps as s
 from vmtest.harness import Harness

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from vmtest import asserts, placement
 from vmtest import steps as s
 from vmtest.harness import Harness

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from vmtest import asserts, scale
 from vmtest.harness import Harness
 from vmtest.runner import VMResult

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vmtest import asserts, ktap
+
+from vmtest import asserts, image, ktap
 from vmtest import steps as s
 from vmtest.harness import Harness, unavailable
 from vmtest.runner import Source
@@ -23,17 +24,11 @@ OWN_KSELFTEST = "memmap_on_memory.sh"  # the series' kselftest in selftests/dax
 
 
 def kselftest_programs(configured: Path | None, kernel: Path) -> list[Path]:
-    """The scripts to run: the configured file or directory, else selftests/dax next to the
-    image (with selftests/kselftest/ktap_helpers.sh beside it), else the dax selftests of the
-    tree the image came from (<tree>/arch/x86/boot/bzImage, or the kbuild cache layout
-    <cache>/images/<base>/<name>/bzImage next to <cache>/src/linux-*)."""
+    """The scripts to run: the configured file or directory, else the dax selftests of the
+    tree the image came from (with selftests/kselftest/ktap_helpers.sh beside them)."""
     candidates = [configured] if configured else []
-    candidates.append(kernel.parent / "selftests" / "dax")  # copied next to the image
-    tail = Path("tools/testing/selftests/dax")
-    if len(kernel.parents) > 3:
-        candidates.append(kernel.parents[3] / tail)
-    if len(kernel.parents) > 3:
-        candidates += sorted((kernel.parents[3] / "src").glob(f"linux-*/{tail}"))
+    found = image.selftest(kernel, "dax")
+    candidates += [found] if found else []
     for path in candidates:
         if path.is_file():
             return [path]

@@ -8,6 +8,7 @@ on a kernel whose behaviour is known: with `memory_hotplug.memmap_on_memory=1` a
 from __future__ import annotations
 
 import pytest
+
 from vmtest import asserts, placement
 from vmtest import steps as s
 from vmtest.harness import Harness

@@ -11,14 +11,14 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+
 from vmtest import asserts
 from vmtest import steps as s
 from vmtest.harness import Harness
-from vmtest.runner import Source
+from vmtest.runner import Source, guest_dir
 
 # The modular debug kernel is built for the 6.12 backport only (README, "Two kernel bases").
 pytestmark = [pytest.mark.vm, pytest.mark.bases("6.12")]
@@ -27,7 +27,7 @@ GLOBAL_N = "memory_hotplug.memmap_on_memory=0"
 # Pressure cycles on the built-in kernel: 30 in make test (about 4 s each under TCG) to keep
 # CI within its hour with two kernel bases; MEMMAP_KMEM_PRESSURE_CYCLES=100 is the long run.
 PRESSURE_CYCLES = int(os.environ.get("MEMMAP_KMEM_PRESSURE_CYCLES", "30"))
-STRESS = Path(__file__).resolve().parent / "vmtest" / "guest" / "stress.py"
+STRESS = guest_dir() / "stress.py"
 
 
 def stress(

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vmtest import asserts, ktap, placement
+
+from vmtest import asserts, image, ktap, placement
 from vmtest import steps as s
 from vmtest.harness import Harness, unavailable
 from vmtest.runner import Source, VMResult
@@ -32,8 +33,8 @@ MEM_ON_OFF = Path("memory-hotplug/mem-on-off-test.sh")
 
 def upstream_script(vm: Harness, kernel: str, relative: Path) -> Path:
     """The selftest copied next to the image of `kernel`, with kselftest/ beside it."""
-    script = vm.kernel(kernel).parent / "selftests" / relative
-    if not script.is_file():
+    script = image.selftest(vm.kernel(kernel), str(relative))
+    if script is None or not script.is_file():
         unavailable(vm.settings, f"{script} missing: rebuild the image (make kernel)")
     return script
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from vmtest import asserts, placement
 from vmtest import steps as s
 from vmtest.harness import Harness

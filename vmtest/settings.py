@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import image
 from .runner import Accel
 
 
@@ -22,20 +23,6 @@ class Mode(enum.Enum):
     AUTO = "auto"
     REQUIRED = "required"
     OFF = "off"
-
-
-DEFAULT_BASE = "6.12"
-
-
-def default_image_dir(env: Mapping[str, str]) -> Path:
-    """Where kbuild/kbuild.py puts the images of a kernel base: $MEMMAP_KMEM_CACHE, else
-    $XDG_CACHE_HOME/memmap-kmem, else ~/.cache/memmap-kmem; then images/<base>/, the base
-    being $MEMMAP_KMEM_BASE (kbuild's --base), default 6.12."""
-    base = env.get("MEMMAP_KMEM_BASE") or DEFAULT_BASE
-    if env.get("MEMMAP_KMEM_CACHE"):
-        return Path(env["MEMMAP_KMEM_CACHE"]) / "images" / base
-    cache = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "/root")) / ".cache")
-    return Path(cache) / "memmap-kmem" / "images" / base
 
 
 @dataclass(frozen=True)
@@ -64,17 +51,20 @@ class Settings:
         mode = {"": Mode.AUTO, "1": Mode.REQUIRED, "0": Mode.OFF}.get(switch)
         if mode is None:
             raise ValueError(f"MEMMAP_KMEM_VM must be unset, 0 or 1, not {switch!r}")
-        images = default_image_dir(env)
         kselftest = env.get("MEMMAP_KMEM_KSELFTEST")
         return cls(
             mode=mode,
-            base=env.get("MEMMAP_KMEM_BASE") or DEFAULT_BASE,
-            kernel=Path(kernel or env.get("MEMMAP_KMEM_KERNEL") or images / "patched" / "bzImage"),
+            base=image.base_of(env),
+            kernel=Path(
+                kernel or env.get("MEMMAP_KMEM_KERNEL") or image.default_image("patched", env)
+            ),
             stock_kernel=Path(
-                stock_kernel or env.get("MEMMAP_KMEM_STOCK_KERNEL") or images / "stock" / "bzImage"
+                stock_kernel
+                or env.get("MEMMAP_KMEM_STOCK_KERNEL")
+                or image.default_image("stock", env)
             ),
             modular_kernel=Path(
-                env.get("MEMMAP_KMEM_MODULAR_KERNEL") or images / "patched-debug" / "bzImage"
+                env.get("MEMMAP_KMEM_MODULAR_KERNEL") or image.default_image("debug", env)
             ),
             qemu=env.get("MEMMAP_KMEM_QEMU", "qemu-system-x86_64"),
             accel=env.get("MEMMAP_KMEM_VM_ACCEL", "auto"),

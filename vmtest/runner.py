@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import image
+
 MIB = 1 << 20
 GIB = 1 << 30
 PMEM_TOP_RESERVE_MIB = 16  # legacy pmem that ends at the top of RAM below 4 GiB
@@ -66,8 +68,8 @@ class VMUnavailable(Exception):
 
 
 def repo_root() -> Path:
-    """The checkout this runner lives in (tests/vm/vmtest/runner.py -> repo)."""
-    return Path(__file__).resolve().parents[3]
+    """The checkout this runner lives in (vmtest/runner.py -> repo)."""
+    return Path(__file__).resolve().parents[1]
 
 
 def guest_dir() -> Path:
@@ -187,12 +189,6 @@ class VMResult:
         return "; ".join(parts)
 
 
-def is_kasan_image(kernel: Path) -> bool:
-    """Whether the image (its kbuild `config` alongside) was built with KASAN."""
-    config = kernel.parent / "config"
-    return config.is_file() and "CONFIG_KASAN=y" in config.read_text().splitlines()
-
-
 def kernel_cmdline(spec: VMSpec, init_args: Sequence[str]) -> str:
     """The kernel command line: 9p root, our init, the memory source, then spec.append."""
     for arg in init_args:
@@ -224,7 +220,7 @@ def kernel_cmdline(spec: VMSpec, init_args: Sequence[str]) -> str:
             # the region 128 KiB short of an aligned size: leave the top 16 MiB out.
             size -= PMEM_TOP_RESERVE_MIB
         words.append(f"memmap={size}M!{spec.hotplug_base:#x}")
-    if spec.source not in (Source.CXL_PMEM, Source.CXL_RAM) and is_kasan_image(spec.kernel):
+    if spec.source not in (Source.CXL_PMEM, Source.CXL_RAM) and image.is_kasan(spec.kernel):
         # Under TCG a KASAN + lockdep kernel runs the pc machine's _PRT AML method past
         # ACPICA's 30 s loop timeout: virtio-pci then has no IRQ and the 9p root never
         # mounts. The BIOS's PIR table routes the same IRQs without AML.
@@ -360,24 +356,6 @@ def cxl_args(spec: VMSpec) -> list[str]:
     return args
 
 
-def find_modules_builtin(kernel: Path) -> list[Path]:
-    """modules.builtin(.modinfo) next to the image or in the build tree it came from."""
-    found = []
-    for name in ("modules.builtin", "modules.builtin.modinfo"):
-        # <build>/arch/x86/boot/bzImage -> <build>/modules.builtin
-        for candidate in (kernel.parent / name, *[p / name for p in kernel.parents[2:4]]):
-            if candidate.is_file():
-                found.append(candidate)
-                break
-    return found
-
-
-def find_modules(kernel: Path) -> Path | None:
-    """The installed modules of a modular image: <image>/modroot/lib/modules/<release>/."""
-    releases = sorted((kernel.parent / "modroot" / "lib" / "modules").glob("*/"))
-    return releases[0] if releases else None
-
-
 def run(
     spec: VMSpec,
     steps: Sequence[Mapping[str, Any]],
@@ -395,10 +373,10 @@ def run(
     share.mkdir(parents=True, exist_ok=True)
     for stale in ("result.json", "result.json.tmp"):
         (share / stale).unlink(missing_ok=True)
-    for path in find_modules_builtin(spec.kernel):
+    for path in image.modules_builtin(spec.kernel):
         shutil.copyfile(path, share / path.name)
     shutil.rmtree(share / "modules", ignore_errors=True)
-    modules = find_modules(spec.kernel)
+    modules = image.modules(spec.kernel)
     if modules is not None:
         # build and source link back to the kernel tree: not for the guest.
         shutil.copytree(
