@@ -102,7 +102,8 @@ kunit-run: deps
 	$(KBUILD) kunit --run
 
 # The CXL RAM scenarios need QEMU >= 8.0 (volatile-memdev): bookworm-backports.
-vm-deps: deps
+# userspace-deps: tests/vm/test_vm_userspace.py builds the patched daxctl and lsmem.
+vm-deps: deps userspace-deps
 	sh tests/vm/setup-backports-qemu.sh
 
 lint: venv

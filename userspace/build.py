@@ -34,6 +34,7 @@ libsmartcols there), so the cache must stay where it is.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -320,7 +321,15 @@ def unpack(tool: Tool, source: Source, src: Path) -> None:
 
 
 def build(tool: Tool, patches: list[Path], cache: Path) -> Path:
-    """Build tool with patches (cached); return the entry's directory."""
+    """Build tool with patches (cached); return the entry's directory. One builder at a time
+    per cache (a lock file), so that concurrent callers (pytest workers) wait for one build."""
+    (cache / "userspace").mkdir(parents=True, exist_ok=True)
+    with (cache / "userspace" / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return build_locked(tool, patches, cache)
+
+
+def build_locked(tool: Tool, patches: list[Path], cache: Path) -> Path:
     source = find_source(cache, tool)
     key = cache_key(tool, source, patches)
     entry = cache / "userspace" / f"{tool.project}-{tool.version}-{key}"
