@@ -107,9 +107,9 @@ vm-deps: deps userspace-deps
 	sh tests/vm/setup-backports-qemu.sh
 
 lint: venv
-	$(VENV)/bin/ruff check pyshim tests bench kbuild vmtest
-	$(VENV)/bin/ruff format --check pyshim tests bench kbuild vmtest
-	$(VENV)/bin/mypy pyshim kbuild vmtest --exclude 'vmtest/guest/'
+	$(VENV)/bin/ruff check pyshim tests bench kbuild vmtest userspace
+	$(VENV)/bin/ruff format --check pyshim tests bench kbuild vmtest userspace
+	$(VENV)/bin/mypy pyshim kbuild vmtest userspace/build.py --exclude 'vmtest/guest/'
 
 unit: venv
 	$(VPY) -m pytest -q -m 'not vm' tests/unit tests/kbuild tests/vm
@@ -155,7 +155,7 @@ update-bases: deps
 test-base: kernel-stock check-series check-config kunit vm-test \
 	$(if $(DEEP),check-distro vm-test-debug)
 
-test: lint unit
+test: lint unit userspace-test
 	set -e; for base in $(BASES); do $(MAKE) --no-print-directory test-base BASE=$$base; done
 	$(MAKE) --no-print-directory check-range-diff
 
@@ -182,7 +182,7 @@ clean-venv:
 
 # The companion patches for daxctl (ndctl) and lsmem (util-linux), userspace-patch/: build
 # them (userspace/build.py, cached by content) and run them on the recorded sysfs trees, with
-# util-linux's own lsmem test. Not part of `make test` yet.
+# util-linux's own lsmem test.
 userspace-deps:
 	bash scripts/install-userspace-deps.sh
 
