@@ -179,6 +179,7 @@ def source_tarball(layout: Layout, unpack_to: Path) -> Path:
     pin = layout.pin
     deb = Archive(layout, pin.base.suite).download(pin.base.package, pin.debian_version)
     shutil.rmtree(unpack_to, ignore_errors=True)
+    unpack_to.mkdir(parents=True)
     run(["dpkg-deb", "-x", str(deb), str(unpack_to)])
     found = next(unpack_to.rglob(f"{pin.base.package}.tar.xz"), None)
     if found is None:
