@@ -212,6 +212,7 @@ def distro_config(layout: Layout) -> Path:
     deb = archive.download(package, choice.version)
     work = layout.cache / "debian" / "unpacked"
     shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     run(["dpkg-deb", "-x", str(deb), str(work)])
     packed = next(work.rglob(DISTRO_CONFIG), None)
     if packed is None:
