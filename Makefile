@@ -102,8 +102,7 @@ kunit-run: deps
 	$(KBUILD) kunit --run
 
 # The CXL RAM scenarios need QEMU >= 8.0 (volatile-memdev): bookworm-backports.
-# userspace-deps: tests/vm/test_vm_userspace.py builds the patched daxctl and lsmem.
-vm-deps: deps userspace-deps
+vm-deps: deps
 	sh tests/vm/setup-backports-qemu.sh
 
 lint: venv
@@ -183,18 +182,15 @@ clean-venv:
 # The companion patches for daxctl (ndctl) and lsmem (util-linux), userspace-patch/: build
 # them (userspace/build.py, cached by content) and run them on the recorded sysfs trees, with
 # util-linux's own lsmem test.
-userspace-deps:
-	bash scripts/install-userspace-deps.sh
+userspace-build: deps
+	$(PYTHON) -m userspace.build build
 
-userspace-build: userspace-deps
-	$(PYTHON) userspace/build.py build
-
-userspace-test: venv userspace-deps
+userspace-test: venv
 	MEMMAP_KMEM_USERSPACE=1 $(VPY) -m pytest -q tests/userspace
 
 # A test of the tests (not in userspace-test): lsmem with tests/userspace/broken/ must fail.
-userspace-test-broken: venv userspace-deps
+userspace-test-broken: venv
 	! MEMMAP_KMEM_USERSPACE_EXTRA_PATCH=$(CURDIR)/tests/userspace/broken/lsmem-inverted.patch \
 	$(VPY) -m pytest -q tests/userspace -k lsmem -p no:cacheprovider
 
-.PHONY: userspace-deps userspace-build userspace-test userspace-test-broken
+.PHONY: userspace-build userspace-test userspace-test-broken

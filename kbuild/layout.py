@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bases import FLAVOURS, Flavour, Pin
+from .bases import Flavour, Pin
 
 BRANCH = "memmap-kmem"
 REPO = Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ class Layout:
 
     def image(self, flavour_name: str) -> Path:
         """The newest bzImage of a flavour (what the VM tests boot)."""
-        return self.images / FLAVOURS[flavour_name].name / "bzImage"
+        return self.images / flavour_name / "bzImage"
 
     @property
     def patch_dir(self) -> Path:

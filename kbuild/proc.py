@@ -46,11 +46,6 @@ def git(tree: Path, *args: str, capture: bool = False, env: dict[str, str] | Non
     return run(["git", "-C", str(tree), *args], capture=capture, env=env)
 
 
-def git_ok(tree: Path, *args: str) -> bool:
-    """Whether a git query succeeds (rev-parse --verify and the like), silently."""
-    return subprocess.run(["git", "-C", str(tree), *args], capture_output=True).returncode == 0
-
-
 def git_am(tree: Path, patches: list[Path], env: dict[str, str] | None = None) -> None:
     """Apply patches as mails, keeping the CRs a patch may carry."""
     if patches:

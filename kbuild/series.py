@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .bases import Flavour
 from .layout import BRANCH, Layout
-from .proc import BuildError, digest, git, git_am, git_ok, run, scratch_worktree
+from .proc import BuildError, digest, git, git_am, run, scratch_worktree
 from .source import BASE_IDENTITY, SERIES_IDENTITY, ensure_source
 
 
@@ -50,12 +50,16 @@ def checkout_series(layout: Layout, work_tree: bool = True) -> None:
     stamp = layout.src / ".git" / "memmap-kmem-series"
     if stamp.exists():
         recorded_key, _, recorded_head = stamp.read_text().strip().partition(" ")
-        ref = f"refs/heads/{BRANCH}"
-        head = (
-            git(layout.src, "rev-parse", "-q", "--verify", ref, capture=True).strip()
-            if git_ok(layout.src, "rev-parse", "-q", "--verify", ref)
-            else ""
-        )
+        verify = [
+            "git",
+            "-C",
+            str(layout.src),
+            "rev-parse",
+            "-q",
+            "--verify",
+            f"refs/heads/{BRANCH}",
+        ]
+        head = subprocess.run(verify, capture_output=True, text=True).stdout.strip()
         if recorded_key == key and recorded_head == head:
             if work_tree:
                 git(layout.src, "checkout", "-q", BRANCH)

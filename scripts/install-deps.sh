@@ -16,6 +16,11 @@ packages=(
 	python3-venv
 	# pyshim report rendered and checked in a real browser (tests/unit/test_report_browser.py)
 	chromium
+	# userspace/build.py: the patched daxctl (ndctl) and lsmem (util-linux) with meson
+	debian-archive-keyring pkg-config meson ninja-build
+	libkmod-dev libudev-dev uuid-dev libjson-c-dev libiniparser-dev asciidoctor
+	# util-linux's own lsmem test unpacks .tar.bz2 dumps
+	bzip2
 )
 
 missing=()

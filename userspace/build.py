@@ -46,6 +46,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kbuild.layout import default_cache
+from kbuild.proc import BuildError, run
+
 REPO = Path(__file__).resolve().parent.parent
 BUILDER_VERSION = "1"
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -122,33 +125,8 @@ TOOLS: dict[str, Tool] = {
 }
 
 
-class BuildError(Exception):
-    pass
-
-
-def cache_root() -> Path:
-    env = os.environ.get("MEMMAP_KMEM_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "memmap-kmem"
-
-
 def log(msg: str) -> None:
     print(f"userspace: {msg}", file=sys.stderr, flush=True)
-
-
-def run(cmd: list[str], cwd: Path | None = None, quiet: bool = False) -> None:
-    """Run cmd; with quiet, its output is shown only when it fails."""
-    proc = subprocess.run(
-        cmd, cwd=cwd, text=True, errors="replace",
-        stdout=subprocess.PIPE if quiet else None,
-        stderr=subprocess.STDOUT if quiet else None,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        if quiet and proc.stdout:
-            sys.stderr.write(proc.stdout[-6000:])
-        raise BuildError(f"{' '.join(cmd)} exited {proc.returncode}")
 
 
 def sha256_file(path: Path) -> str:
@@ -384,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     p_test = sub.add_parser("test-util-linux", help="util-linux's own tests/ts/lsmem")
     p_test.add_argument("--extra-patch", type=Path, action="append", default=[])
     args = parser.parse_args(argv)
-    cache = cache_root()
+    cache = default_cache()
     unknown = [p for p in getattr(args, "projects", []) if p not in TOOLS]
     if unknown:
         parser.error(f"unknown project {unknown[0]}: choose from {', '.join(TOOLS)}")
