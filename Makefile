@@ -22,7 +22,8 @@ KBUILD := $(PYTHON) -m kbuild --base $(BASE)
 # a module: Debian's own config, and the modular KASAN/lockdep/kmemleak kernel.
 DEEP := $(filter $(DEFAULT_BASE),$(BASE))
 
-.PHONY: all deps venv kernel kernel-stock kernel-debug kernel-wrong vm-test-wrong prepare-series \
+.PHONY: all deps venv kernel kernel-stock kernel-debug kernel-wrong vm-test-wrong kernel-broken \
+	vm-test-broken prepare-series \
 	export-series check-series check-config check-distro kunit kunit-run lint unit man \
 	vm-deps vm-test vm-test-debug vm-test-scale range-diff check-range-diff update-bases \
 	test test-base demo bench bench-trace clean-venv help
@@ -39,6 +40,8 @@ help:
 	@echo "make kernel-debug   patched, kmem a module, KASAN, lockdep, kmemleak, faults"
 	@echo "make kernel-wrong   the series + a deliberately wrong test-only patch"
 	@echo "make vm-test-wrong  the witness must catch the wrong kernel (not in make test)"
+	@echo "make kernel-broken  the series + a test-only patch: kmem ignores \"on\""
+	@echo "make vm-test-broken the series' kselftest must fail on it (not in make test)"
 	@echo "make prepare-series check out the series in the cache tree to edit it"
 	@echo "make export-series  write the edited branch back to kernel-patch/"
 	@echo "make check-series   checkpatch, git am, build after each patch, newest base"
@@ -79,6 +82,15 @@ kernel-debug: deps
 # tree and build directory of its own; never on branch memmap-kmem.
 kernel-wrong: deps
 	$(KBUILD) build --flavour wrong
+
+# The series + tests/vm/broken-kmem/*.patch (kmem "on" ignored), like kernel-wrong.
+kernel-broken: deps
+	$(KBUILD) build --flavour broken
+
+# One boot: the series' kselftest must fail on the broken kernel. Not part of make test.
+vm-test-broken: venv kernel-broken vm-deps
+	MEMMAP_KMEM_BROKEN_KERNEL=$$($(KBUILD) build --flavour broken) \
+	$(VPY) -m pytest -q -m vm tests/vm/test_vm_selftests.py -k broken_kernel
 
 prepare-series: deps
 	$(KBUILD) prepare

@@ -167,5 +167,12 @@ FLAVOURS = {
             extra_patches="tests/vm/wrong-kernel",
             extra_patch_bases=("6.12",),
         ),
+        # The series + kmem ignoring "on": the series' kselftest must fail on it.
+        Flavour(
+            "broken",
+            series=True,
+            extra_patches="tests/vm/broken-kmem",
+            extra_patch_bases=("6.12",),
+        ),
     )
 }

@@ -203,10 +203,14 @@ def op_snapshot(ctx: Context, step: Step) -> dict[str, Any]:
 
 
 def op_run(ctx: Context, step: Step) -> dict[str, Any]:
+    """Run a command; "{device}" in its arguments and environment is the remembered dax
+    device (pmem_devdax, find_dax)."""
+    device = str(ctx.get("device", ""))
+    env = step.get("env")
     out = run_argv(
-        [str(a) for a in step["argv"]],
+        [str(a).replace("{device}", device) for a in step["argv"]],
         timeout=float(step.get("timeout", 300)),
-        env=step.get("env"),
+        env={k: str(v).replace("{device}", device) for k, v in env.items()} if env else env,
         cwd=step.get("cwd", ctx["repo"]),
     )
     if not step.get("may_fail", False):
