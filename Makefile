@@ -25,7 +25,7 @@ DEEP := $(filter $(DEFAULT_BASE),$(BASE))
 .PHONY: all deps venv kernel kernel-stock kernel-debug kernel-wrong vm-test-wrong kernel-broken \
 	vm-test-broken prepare-series \
 	export-series check-series check-config check-distro kunit kunit-run lint unit man \
-	vm-deps vm-test vm-test-debug vm-test-scale range-diff check-range-diff update-bases \
+	vm-deps vm-test vm-test-debug vm-test-scale range-diff check-range-diff update-bases post post-test \
 	test test-base demo bench bench-trace clean-venv help
 
 all: help
@@ -52,6 +52,7 @@ help:
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
 	@echo "make vm-test-debug  scenario 7 on the KASAN/lockdep/kmemleak kernel"
 	@echo "make range-diff     kernel-patch/range-diff.txt: the series of the bases compared"
+	@echo "make post IDENTITY=\"Name <mail>\" [TREE=path]  the 7.3 series as mails in post/"
 	@echo "make update-bases   move kernel-patch/bases.lock to the newest versions served"
 	@echo "make bench          benchmarks P1-P3, P2 by phase, the 256 GiB scale run"
 	@echo "make bench-trace    P2 with the ftrace function profiler (builds a tracing kernel)"
@@ -149,6 +150,24 @@ vm-test-wrong: venv kernel-wrong kernel-stock vm-deps
 	MEMMAP_KMEM_WRONG_KERNEL=$$($(KBUILD) build --flavour wrong) \
 	$(VPY) -m pytest -q -m vm tests/vm/test_vm_witness.py -k wrong_kernel
 
+# The series as mails from IDENTITY ("Name <mail>") on the HEAD of TREE (a kernel git tree:
+# mm-new or linux-next for a real posting; default: the 7.3 base), checked there, with To/Cc
+# from its get_maintainer.pl and the real base-commit, written to POST_DIR. Nothing is sent.
+# The downstream 6.12 backport is never posted.
+POST_BASE := 7.3
+POST_DIR ?= $(CURDIR)/post
+post: deps
+	@test -n "$(IDENTITY)" || { echo 'make post IDENTITY="Name <mail>" [TREE=path]'; exit 2; }
+	$(PYTHON) -m kbuild --base $(POST_BASE) post --identity "$(IDENTITY)" \
+		$(if $(TREE),--tree "$(TREE)") --out "$(POST_DIR)"
+
+# make post with a throwaway identity on the 7.3 base, and the mails checked: the lists,
+# base-commit, From and Signed-off-by, no placeholder (cheap after check-series BASE=7.3).
+post-test: deps
+	$(MAKE) --no-print-directory post IDENTITY="CI Throwaway <ci-throwaway@example.invalid>" \
+		POST_DIR=$(CURDIR)/.post-test
+	$(PYTHON) scripts/check-post.py $(CURDIR)/.post-test "CI Throwaway <ci-throwaway@example.invalid>"
+
 range-diff: deps
 	$(PYTHON) -m kbuild range-diff --output kernel-patch/range-diff.txt
 
@@ -169,6 +188,7 @@ test-base: kernel-stock check-series check-config kunit vm-test \
 test: lint unit userspace-test
 	set -e; for base in $(BASES); do $(MAKE) --no-print-directory test-base BASE=$$base; done
 	$(MAKE) --no-print-directory check-range-diff
+	$(MAKE) --no-print-directory post-test
 
 demo: venv kernel vm-deps
 	$(VPY) tests/vm/demo.py

@@ -26,11 +26,12 @@ CODESPELL_DICTIONARY = "/usr/lib/python3/dist-packages/codespell_lib/data/dictio
 WARNING_LINE = re.compile(r"^(?P<file>[^:\s]+):\d+:\d+: warning: (?P<text>.*)$")
 
 
-def checkpatch(layout: Layout, patch: Path) -> list[str]:
-    """checkpatch.pl --strict --codespell of one patch: its errors and warnings (printed
-    with its checks)."""
+def checkpatch(layout: Layout, patch: Path, tree: Path | None = None) -> list[str]:
+    """checkpatch.pl --strict --codespell of one patch (with the checkpatch of tree, by
+    default the base's): its errors and warnings (printed with its checks)."""
+    tree = tree or layout.src
     proc = subprocess.run(
-        [str(layout.src / "scripts/checkpatch.pl"), "--strict", "--codespell",
+        [str(tree / "scripts/checkpatch.pl"), "--strict", "--codespell",
          "--codespellfile", CODESPELL_DICTIONARY, "--terse", "--show-types",
          # The base is a tarball import without history: commit ids the messages cite
          # (checked by hand) are unknown to this tree.
@@ -39,7 +40,7 @@ def checkpatch(layout: Layout, patch: Path) -> list[str]:
          # DAX entry (the latter since the series' MAINTAINERS patch); checkpatch asks on
          # every added file whether MAINTAINERS needs updating, whatever it already covers.
          "--ignore", "FILE_PATH_CHANGES", str(patch)],
-        cwd=layout.src,
+        cwd=tree,
         text=True,
         capture_output=True,
         # scripts/spdxcheck.py needs Debian's python3 with python3-ply and python3-git,

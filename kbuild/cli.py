@@ -19,6 +19,7 @@ from .checks import check_config, check_distro, check_series
 from .debian import Archive, resolve_pin
 from .ktest import kunit
 from .layout import REPO, Layout, default_cache
+from .post import post
 from .proc import BuildError
 from .series import checkout_series, export, range_diff
 from .source import ensure_source
@@ -105,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     diff_p = sub.add_parser("range-diff", help="git range-diff of the series of the bases")
     diff_p.add_argument("--output", type=Path, help="write it here instead of stdout")
     sub.add_parser("update-bases", help="move every pin to the newest version served")
+    post_p = sub.add_parser(
+        "post", help="the series as mails from IDENTITY on a tree's HEAD (nothing is sent)"
+    )
+    post_p.add_argument("--identity", required=True, help="'Name <mail>' of the poster")
+    post_p.add_argument("--tree", type=Path, help="kernel git tree (default: the base)")
+    post_p.add_argument("--out", type=Path, required=True, help="directory for the mails")
     args = parser.parse_args(argv)
     repo: Path = args.repo
     cache = args.cache or default_cache()
@@ -144,6 +151,8 @@ def run_command(args: argparse.Namespace, layout: Layout) -> int:
         return check_config(layout)
     elif args.command == "check-distro":
         return check_distro(layout)
+    elif args.command == "post":
+        return post(layout, args.identity, args.tree, args.out)
     elif args.command == "kunit":
         image = args.kernel or build(layout, FLAVOURS["patched"])
         return kunit(layout, image, args.timeout, full_run=args.run)

@@ -360,3 +360,20 @@ def test_default_cache_follows_the_environment() -> None:
     assert default_cache({"MEMMAP_KMEM_CACHE": "/c"}) == Path("/c")
     assert default_cache({"XDG_CACHE_HOME": "/x"}) == Path("/x/memmap-kmem")
     assert default_cache({"HOME": "/h"}) == Path("/h/.cache/memmap-kmem")
+
+
+def test_post_identity_is_the_posters() -> None:
+    from kbuild.post import parse_identity, sign_as
+
+    assert parse_identity("Jane Doe <jane@example.org>") == ("Jane Doe", "jane@example.org")
+    for bad in ("jane@example.org", "Jane <jane>", "", "Memmap Kmem Developers <a@b.org>",
+                "X <memmap-kmem@lists.example.org>"):  # fmt: skip
+        with pytest.raises(BuildError):
+            parse_identity(bad)
+    mail = (
+        "From: Memmap Kmem Developers <memmap-kmem@lists.example.org>\n\n"
+        "Signed-off-by: Memmap Kmem Developers <memmap-kmem@lists.example.org>\n"
+    )
+    signed = sign_as(mail, "Jane Doe", "jane@example.org")
+    assert "memmap-kmem@lists.example.org" not in signed
+    assert signed.count("Jane Doe <jane@example.org>") == 2
