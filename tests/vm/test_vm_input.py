@@ -104,17 +104,10 @@ VALID: dict[bytes, str] = {
     b"global\n": "global",
     b"on\n": "on",
     b"off\n": "off",
-    b"1": "on",
-    b"0": "off",
-    b"y": "on",
-    b"n": "off",
-    b"yes": "on",
-    b"no": "off",
-    b"true": "on",
-    b"false": "off",
-    b"1\n": "on",
-    b"no\n": "off",
 }
+
+# The kstrtobool spellings the kernel took before series v3: refused now ("0" is not "off").
+BOOLEAN_WORDS = [b"1", b"0", b"y", b"n", b"yes", b"no", b"true", b"false", b"1\n", b"no\n"]
 
 BLOCK_ATTR = "/sys/devices/system/memory/memory1/memmap_on_memory"
 
@@ -135,6 +128,7 @@ def test_s7_bad_input(vm: Harness) -> None:
         job.append(s.write_many(s.KMEM_ATTR, INVALID, f"kmem_from_{start}"))
     job.append(s.write(s.KMEM_ATTR, b"off", "param_start"))
     job.append(s.write_many(s.KMEM_PARAM, [*INVALID, b"on"], "param"))
+    job.append(s.write_many(s.KMEM_ATTR, BOOLEAN_WORDS, "boolean"))
     job.append(s.write_many(s.KMEM_ATTR, list(VALID), "valid"))
     job.append(s.write(s.KMEM_ATTR, b"global", "restore"))
     job.append(s.write_many(BLOCK_ATTR, [b"0", b"1", b"on", b"", *INVALID[:5]], "block"))
@@ -151,14 +145,20 @@ def test_s7_bad_input(vm: Harness) -> None:
             elif item["after"] != start:
                 problems.append(f"kmem attr changed {start} -> {item['after']} by {show(item)}")
 
-    # The module parameter is either read-only (open fails) or validates like the attribute;
-    # either way no invalid string changes the value.
+    # The module parameter validates like the attribute (one setter): no invalid string
+    # changes the value, and "on" written there is the current value.
     param = result.step("param")["results"]
     for item in param[:-1]:
         if item["after"] != item["before"]:
             problems.append(f"kmem.memmap_on_memory changed to {item['after']} by {show(item)}")
         if item["errno"] is None:
             problems.append(f"kmem.memmap_on_memory accepted {show(item)}")
+    if param[-1]["errno"] is not None or param[-1]["after"] != "on":
+        problems.append(f"kmem.memmap_on_memory=on: {param[-1]}")
+
+    for item in result.step("boolean")["results"]:
+        if item["errno"] != errno.EINVAL or item["after"] != item["before"]:
+            problems.append(f"kmem attr took the boolean word {show(item)}: {item}")
 
     for item in result.step("valid")["results"]:
         data = base64.b64decode(item["data_b64"])
