@@ -151,7 +151,7 @@ def _parser_set(sub: Subparsers, common: _Parser, prog: str) -> None:
         "value",
         nargs="?",
         default="on",
-        help="global, on or off (also exactly 1/0, yes/no, true/false); default on",
+        help="global, on or off (exactly these words); default on",
     )
     p.add_argument(
         "--persist",

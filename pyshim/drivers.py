@@ -18,7 +18,7 @@ class DriverSpec(NamedTuple):
     driver: str  # sys/bus/<bus>/drivers/<driver>
     attribute: str  # sys/bus/<bus>/drivers/<driver>/<attribute>
     module: str  # module name for modprobe.d and the kernel command line
-    parameter: str  # module parameter that sets the initial value
+    parameter: str  # module parameter: the initial value, and the current one since v3
 
     @property
     def attribute_path(self) -> str:
@@ -27,6 +27,11 @@ class DriverSpec(NamedTuple):
     @property
     def driver_path(self) -> str:
         return f"sys/bus/{self.bus}/drivers/{self.driver}"
+
+    @property
+    def parameter_path(self) -> str:
+        """The module parameter's file: the same current value as the attribute."""
+        return f"sys/module/{self.module}/parameters/{self.parameter}"
 
     @property
     def cmdline_word(self) -> str:

@@ -182,7 +182,12 @@ class Sysfs:
         return self.read_parsed(GLOBAL_PARAM, parse.parse_global_mode)
 
     def driver_setting(self, spec: DriverSpec) -> parse.KmemSetting | None:
-        return self.read_parsed(spec.attribute_path, parse.parse_kmem_setting)
+        """The driver attribute, else the module parameter, which shows the same current
+        value on kernels whose parameter is writable (series v3)."""
+        value = self.read_parsed(spec.attribute_path, parse.parse_kmem_setting)
+        if value is None and self.exists(spec.driver_path):
+            value = self.read_parsed(spec.parameter_path, parse.parse_kmem_setting)
+        return value
 
     def require_driver_setting(self, spec: DriverSpec) -> parse.KmemSetting:
         """The per-driver setting, or exit 3 saying what the machine lacks."""

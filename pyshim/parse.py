@@ -50,19 +50,13 @@ class DaxState(enum.Enum):
     UNKNOWN = "unknown"
 
 
-# What `pyshim set` accepts, exactly as typed: the three setting words and the strict boolean
-# spellings. The kernel's kstrtobool looks at one or two characters only ("force", "yellow" and
-# "1234" would pass), so the shim does not hand it anything outside this table.
+# What `pyshim set` accepts, exactly as typed: the three words the kernel takes
+# (sysfs_match_string(); an optional newline aside), and nothing else. "0" or "no" would
+# read as "off" where the kernel refuses them.
 SETTING_WORDS: dict[str, KmemSetting] = {
     "global": KmemSetting.GLOBAL,
     "on": KmemSetting.ON,
     "off": KmemSetting.OFF,
-    "1": KmemSetting.ON,
-    "0": KmemSetting.OFF,
-    "yes": KmemSetting.ON,
-    "no": KmemSetting.OFF,
-    "true": KmemSetting.ON,
-    "false": KmemSetting.OFF,
 }
 
 
