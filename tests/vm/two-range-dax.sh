@@ -33,7 +33,7 @@ echo $((2 * piece)) > "$DAX/dax0.1/size"
 echo dax0.1 > /sys/bus/dax/drivers/device_dax/new_id
 driver=$(basename "$(readlink -f "$DAX/dax0.1/driver")")
 ranges=0
-for map in "$DAX"/dax0.1/mapping*; do
+for map in "$DAX"/dax0.1/mapping[0-9]*; do
 	echo "$(basename "$map") $(cat "$map/start")-$(cat "$map/end")"
 	ranges=$((ranges + 1))
 done
