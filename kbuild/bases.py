@@ -160,6 +160,8 @@ FLAVOURS = {
         Flavour("patched", series=True),
         # kmem as a module (as distributions build it), KASAN, lockdep, kmemleak, faults.
         Flavour("debug", series=True, fragments=("kbuild/debug.config",)),
+        # The series + memory-failure handling and the hwpoison injector (issue 16, item 4).
+        Flavour("hwpoison", series=True, fragments=("kbuild/hwpoison.config",)),
         # The series + a deliberately wrong patch: the witness must catch it.
         Flavour(
             "wrong",
