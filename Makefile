@@ -25,7 +25,8 @@ DEEP := $(filter $(DEFAULT_BASE),$(BASE))
 .PHONY: all deps venv kernel kernel-stock kernel-debug kernel-wrong vm-test-wrong prepare-series \
 	export-series check-series check-config check-distro kunit kunit-run lint unit man \
 	vm-deps vm-test vm-test-debug vm-test-scale range-diff check-range-diff update-bases \
-	test test-base demo bench bench-trace clean-venv help
+	test test-base demo bench bench-trace bench-costs vm-test-costs \
+	vm-test-costs-mutant clean-venv help
 
 all: help
 
@@ -52,6 +53,8 @@ help:
 	@echo "make update-bases   move kernel-patch/bases.lock to the newest versions served"
 	@echo "make bench          benchmarks P1-P3, P2 by phase, the 256 GiB scale run"
 	@echo "make bench-trace    P2 with the ftrace function profiler (builds a tracing kernel)"
+	@echo "make bench-costs    struct-page traffic of the memmap on CXL memory (TCG plugin)"
+	@echo "make vm-test-costs  the traffic meter's self-check (and vm-test-costs-mutant)"
 	@echo "make vm-test-scale  256 GiB in 2 GiB blocks, two boots (~5 min; not in make test)"
 	@echo "make man            regenerate man/pyshim.1 and completion/ from pyshim's parser"
 
@@ -166,6 +169,22 @@ bench: venv kernel kernel-stock
 	$(VPY) bench/p2_phases.py
 	$(VPY) bench/p3_check_vs_lsmem.py
 	$(VPY) bench/scale.py
+	$(MAKE) --no-print-directory bench-costs
+
+# What the memmap on CXL memory costs (issue 16): struct-page accesses per page handled, the
+# LLC model and the modelled extra time; one instrumented TCG boot (bench/costs.py).
+bench-costs: venv kernel vm-deps
+	$(VPY) bench/costs.py
+	$(VPY) bench/costs_plot.py
+
+# The meter's self-check (not in make test): the plugin must see exactly the struct pages
+# that /proc/kpageflags reads; the mutant (range bound off by one line) must fail it.
+vm-test-costs: venv kernel vm-deps
+	MEMMAP_KMEM_VM_COSTS=1 $(VPY) -m pytest -q -m vm tests/vm/test_vm_costs.py
+
+vm-test-costs-mutant: venv kernel vm-deps
+	! MEMMAP_KMEM_VM_COSTS=1 MEMMAP_KMEM_COSTS_MUTANT=1 \
+	$(VPY) -m pytest -q -m vm tests/vm/test_vm_costs.py -p no:cacheprovider
 
 # P2 explained: the same rounds on a tracing build of the series, with the function
 # profiler on the hot-plug path; keeps the untraced ratio already in p2_phases.json.

@@ -171,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
             per_mode[tag.rstrip("0123456789")].setdefault(name, []).append(row)
         data["cycles"][tag] = cycle
     data["table"] = {
-        name: {mode: summarise(per_mode[mode][name]) for mode in ("off", "on") if name in per_mode[mode]}
+        name: {
+            mode: summarise(per_mode[mode][name])
+            for mode in ("off", "on")
+            if name in per_mode[mode]
+        }
         for name in [w.name for w in plan.workloads]
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

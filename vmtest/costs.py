@@ -103,14 +103,14 @@ def default_workloads(node: int, fill: Path | None, block: int, scale: int = 1) 
         Workload("churn", ("churn", str(node), str(n), "4"), "page allocated, touched, freed"),
         Workload("faults", ("faults", str(node), str(n), "4"), "page read-faulted (shmem)"),
         Workload("migrate", ("migrate", "0", str(node), str(n), "2"), "page moved (move_pages)"),
-        Workload("migrate_all", ("migrate-all", "0", str(node), str(n)), "page moved (migrate_pages)"),
+        Workload(
+            "migrate_all", ("migrate-all", "0", str(node), str(n)), "page moved (migrate_pages)"
+        ),
         Workload("compact", ("compact", str(node), str(4 * n)), "page of the node (scanned)"),
         Workload("offline_online", ("offline-online", str(block)), "page offlined or onlined"),
     ]
     if fill is not None:
-        out.append(
-            Workload("reclaim", ("reclaim", str(node), str(fill), str(32 * n)), "anon page")
-        )
+        out.append(Workload("reclaim", ("reclaim", str(node), str(fill), str(32 * n)), "anon page"))
     return out
 
 
@@ -136,9 +136,13 @@ def job(plan: Plan, guest: Path, python: str) -> list[dict[str, Any]]:
         first = plan.self_check_first_pfn()
         out.append(
             s.run(
-                f"self_check_{tag}", str(guest), "kpageflags", str(phase), str(first),
+                f"self_check_{tag}",
+                str(guest),
+                "kpageflags",
+                str(phase),
+                str(first),
                 str(plan.self_check_pages),
-            )  # fmt: skip
+            )
         )
         phase += 1
         for w in plan.workloads:
@@ -304,3 +308,65 @@ def fill_file(directory: Path, mib: int) -> Path:
             f.truncate(mib * MIB)
     return path
 
+
+# --- memory errors (item 4) ------------------------------------------------------------------
+
+
+def hwpoison_job(guest: Path, first_block: int, last_block: int) -> list[dict[str, Any]]:
+    """kmem `on`, online; then the hwpoison injector (debugfs corrupt-pfn) on a page of our
+    own on node 1 (touched again afterwards: SIGBUS or not), and on the first pfn of the first
+    block, which holds struct pages (the block's own memmap). Afterwards: can the struct pages
+    still be read, can the node still allocate, can the blocks go offline, and the log."""
+    pages = BLOCK_BYTES // PAGE
+    memmap_pfn = first_block * pages
+    return [
+        s.find_dax(),
+        s.offline("boot_remove", method="sysfs"),
+        s.snapshot("removed"),
+        s.kmem_set("on", "set_on", method="sysfs"),
+        s.online("online", method="sysfs"),
+        s.snapshot("after"),
+        s.run(
+            "debugfs",
+            "sh",
+            "-c",
+            "mountpoint -q /sys/kernel/debug || "
+            "mount -t debugfs debugfs /sys/kernel/debug; ls /sys/kernel/debug/hwpoison",
+        ),
+        s.run("poison_data", str(guest), "poison-data", "0", "1"),
+        s.run("poison_memmap", str(guest), "poison-pfn", "0", str(memmap_pfn)),
+        # the struct pages in the poisoned page, read back (kpageflags of the pfns they describe)
+        s.run("read_memmap", str(guest), "kpageflags", "0", str(memmap_pfn), "64"),
+        s.run("churn_after", str(guest), "churn", "0", "1", "2048", "1"),
+        s.run(
+            "offline_last",
+            "sh",
+            "-c",
+            f"echo offline > /sys/devices/system/memory/memory{last_block}/state; echo rc=$?",
+        ),
+        s.run(
+            "offline_first",
+            "sh",
+            "-c",
+            f"echo offline > /sys/devices/system/memory/memory{first_block}/state; echo rc=$?",
+        ),
+        {"op": "dmesg", "label": "dmesg"},
+    ]
+
+
+def memory_failure_lines(log: str) -> list[str]:
+    """The kernel's lines about memory failure and what it did."""
+    keys = (
+        "Memory failure",
+        "hwpoison",
+        "HWPoison",
+        "Injecting memory failure",
+        "MCE",
+        "memory corruption",
+        "Killing",
+        "BUG",
+        "Oops",
+        "panic",
+        "offline",
+    )
+    return [line for line in log.splitlines() if any(k in line for k in keys)]

@@ -15,12 +15,16 @@
  *   costs-guest reclaim PHASE NODE FILE PAGES         page cache of FILE on NODE, then
  *                                                     PAGES of anon memory there
  *   costs-guest offline-online PHASE BLOCK            memoryBLOCK offline, online_movable
+ *   costs-guest poison-pfn 0 PFN                      hwpoison injector on PFN; its kpageflags
+ *   costs-guest poison-data 0 NODE                    poison a page of ours on NODE, touch it
  *
  * No libnuma: the system calls by number. Built static on the host (bench/costs/build.sh).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -377,6 +381,97 @@ static int cmd_offline_online(uint32_t phase, long block)
 	return off || on;
 }
 
+#define KPF_HWPOISON 19
+#define CORRUPT_PFN "/sys/kernel/debug/hwpoison/corrupt-pfn"
+
+static uint64_t kpageflags_of(unsigned long long pfn)
+{
+	int fd = open("/proc/kpageflags", O_RDONLY);
+	uint64_t flags = 0;
+
+	if (fd < 0 || pread(fd, &flags, sizeof(flags), pfn * sizeof(flags)) != sizeof(flags))
+		flags = UINT64_MAX;
+	if (fd >= 0)
+		close(fd);
+	return flags;
+}
+
+/* The injector's answer: 0, or the errno of the write. */
+static int inject(unsigned long long pfn)
+{
+	char buf[32];
+	int fd = open(CORRUPT_PFN, O_WRONLY), n, err = 0;
+
+	if (fd < 0)
+		return errno;
+	n = snprintf(buf, sizeof(buf), "%#llx\n", pfn);
+	if (write(fd, buf, n) != n)
+		err = errno;
+	close(fd);
+	return err;
+}
+
+static int cmd_poison_pfn(unsigned long long pfn)
+{
+	uint64_t before = kpageflags_of(pfn), after;
+	int err = inject(pfn);
+
+	after = kpageflags_of(pfn);
+	printf("{\"pfn\": %llu, \"inject_errno\": %d, \"inject_error\": \"%s\", "
+	       "\"kpageflags_before\": %llu, \"kpageflags_after\": %llu, \"hwpoison\": %d}\n",
+	       pfn, err, err ? strerror(err) : "", (unsigned long long)before,
+	       (unsigned long long)after, after != UINT64_MAX && (after >> KPF_HWPOISON & 1));
+	return 0;
+}
+
+static sigjmp_buf bus_jump;
+static volatile int bus_code;
+
+static void on_sigbus(int sig, siginfo_t *info, void *ctx)
+{
+	(void)sig;
+	(void)ctx;
+	bus_code = info->si_code;
+	siglongjmp(bus_jump, 1);
+}
+
+static unsigned long long pfn_of(void *addr)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t entry = 0;
+
+	if (fd < 0 || pread(fd, &entry, sizeof(entry), (uintptr_t)addr / PAGE * sizeof(entry)) !=
+			      sizeof(entry))
+		die("/proc/self/pagemap");
+	close(fd);
+	return entry >> 63 & 1 ? entry & ((1ULL << 55) - 1) : 0;
+}
+
+static int cmd_poison_data(int node)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	char *p = map_on(node, 1);
+	volatile char sink;
+	unsigned long long pfn;
+	int err, got_bus = 0;
+
+	touch(p, 1);
+	pfn = pfn_of(p);
+	sigaction(SIGBUS, &sa, NULL);
+	err = inject(pfn);
+	if (sigsetjmp(bus_jump, 1) == 0)
+		sink = p[0]; /* a hwpoisoned page: SIGBUS (BUS_MCEERR_AR) on this access */
+	else
+		got_bus = 1;
+	(void)sink;
+	printf("{\"pfn\": %llu, \"on_node\": %d, \"inject_errno\": %d, \"sigbus\": %d, "
+	       "\"si_code\": %d, \"bus_mceerr_ar\": %d, \"hwpoison\": %d}\n",
+	       pfn, count_on(p, 1, node), err, got_bus, got_bus ? bus_code : 0,
+	       got_bus && bus_code == BUS_MCEERR_AR,
+	       (int)(kpageflags_of(pfn) >> KPF_HWPOISON & 1));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	uint32_t phase;
@@ -405,6 +500,10 @@ int main(int argc, char **argv)
 		return cmd_compact(phase, atoi(argv[3]), atol(argv[4]));
 	if (!strcmp(argv[1], "reclaim") && argc == 6)
 		return cmd_reclaim(phase, atoi(argv[3]), argv[4], atol(argv[5]));
+	if (!strcmp(argv[1], "poison-pfn") && argc == 4)
+		return cmd_poison_pfn(strtoull(argv[3], NULL, 0));
+	if (!strcmp(argv[1], "poison-data") && argc == 4)
+		return cmd_poison_data(atoi(argv[3]));
 	if (!strcmp(argv[1], "offline-online") && argc == 4)
 		return cmd_offline_online(phase, atol(argv[3]));
 	fprintf(stderr, "costs-guest: unknown command or arguments: %s\n", argv[1]);

@@ -36,8 +36,9 @@ def main(argv: list[str]) -> int:
         for start, end in info["extents"]:
             label = f"b{block}:pfn{pfn:x}"
             lines.append(f"{label} {start:x} {end:x}\n")
-            ranges.append({"label": label, "block": int(block), "first_pfn": pfn,
-                           "start": start, "end": end})  # fmt: skip
+            ranges.append(
+                {"label": label, "block": int(block), "first_pfn": pfn, "start": start, "end": end}
+            )
             pfn += (end - start) // found["layout"]["struct_page_size"]
         out_blocks[block] = {"first_pfn": first_pfn, "pages": block_pages, **info}
     Path(ranges_file).write_text("".join(lines))

@@ -1,0 +1,183 @@
+"""The picture of bench/results/costs.json: `python bench/costs_plot.py` writes costs.svg
+(no dependency) and costs.png (the SVG rendered by headless Chromium, from
+scripts/install-deps.sh).
+
+Left: struct-page accesses per 4 KiB page handled, per workload, memmap in DRAM vs on the
+memory (log scale: the workloads span two orders of magnitude). Right: the modelled extra
+time per page handled with the memmap on CXL memory, as a range (low: LLC-model misses x
+70 ns; high: every struct-page line fetched once x 150 ns).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+from html import escape
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+WIDTH, HEIGHT = 1100, 520
+TOP, BOTTOM = 90, 400
+DRAM, MEMORY = "#c0392b", "#2e86c1"
+
+
+def text(x: float, y: float, s: str, size: int = 13, anchor: str = "middle", **kw: str) -> str:
+    extra = "".join(f' {k.replace("_", "-")}="{v}"' for k, v in kw.items())
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" font-family="sans-serif" '
+        f'text-anchor="{anchor}"{extra}>{escape(s)}</text>'
+    )
+
+
+def log_y(value: float, vmin: float, vmax: float) -> float:
+    value = max(value, vmin)
+    frac = (math.log10(value) - math.log10(vmin)) / (math.log10(vmax) - math.log10(vmin))
+    return BOTTOM - (BOTTOM - TOP) * frac
+
+
+def axis(x0: float, x1: float, vmin: float, vmax: float, unit: str) -> list[str]:
+    out = [f'<line x1="{x0}" y1="{BOTTOM}" x2="{x1}" y2="{BOTTOM}" stroke="#333"/>']
+    decade = vmin
+    while decade <= vmax * 1.0001:
+        y = log_y(decade, vmin, vmax)
+        out.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#ddd"/>')
+        label = f"{decade:g}"
+        out.append(text(x0 - 6, y + 4, label, 11, "end"))
+        decade *= 10
+    out.append(
+        text(
+            x0 - 40,
+            (TOP + BOTTOM) / 2,
+            unit,
+            12,
+            "middle",
+            transform=f"rotate(-90 {x0 - 40} {(TOP + BOTTOM) / 2})",
+        )
+    )
+    return out
+
+
+def svg(data: dict[str, Any]) -> str:
+    table = data["table"]
+    names = [n for n in table if "on" in table[n] and "off" in table[n]]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}">',
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
+        text(
+            WIDTH / 2,
+            28,
+            "What the memmap on CXL memory costs: struct-page traffic "
+            "(QEMU TCG plugin counts + a stated latency model)",
+            16,
+            font_weight="bold",
+        ),
+        text(
+            WIDTH / 2,
+            50,
+            f"{data['setup']['kernel']} | LLC model "
+            f"{data['setup']['model']['llc_bytes'] >> 20} MiB {data['setup']['model']['ways']}"
+            f"-way | extra latency {data['setup']['model']['extra_ns'][0]:g}-"
+            f"{data['setup']['model']['extra_ns'][1]:g} ns",
+            11,
+            fill="#555",
+        ),
+    ]
+    # left panel
+    x0, x1 = 90, 520
+    vmin, vmax = 1.0, 1000.0
+    parts += axis(x0, x1, vmin, vmax, "struct-page accesses per 4 KiB page")
+    slot = (x1 - x0) / len(names)
+    for i, name in enumerate(names):
+        cx = x0 + slot * (i + 0.5)
+        for j, (mode, color) in enumerate((("off", DRAM), ("on", MEMORY))):
+            v = table[name][mode]["accesses_per_page"]
+            y = log_y(v, vmin, vmax)
+            bx = cx - slot * 0.35 + j * slot * 0.35
+            parts.append(
+                f'<rect x="{bx:.1f}" y="{y:.1f}" width="{slot * 0.33:.1f}" '
+                f'height="{BOTTOM - y:.1f}" fill="{color}"/>'
+            )
+            parts.append(text(bx + slot * 0.165, y - 4, f"{v:.0f}" if v >= 10 else f"{v:.1f}", 10))
+        parts.append(
+            text(cx, BOTTOM + 16, name, 11, "end", transform=f"rotate(-30 {cx} {BOTTOM + 16})")
+        )
+    parts.append(f'<rect x="{x0 + 10}" y="{TOP - 20}" width="12" height="12" fill="{DRAM}"/>')
+    parts.append(text(x0 + 28, TOP - 10, "memmap in DRAM (off)", 11, "start"))
+    parts.append(f'<rect x="{x0 + 180}" y="{TOP - 20}" width="12" height="12" fill="{MEMORY}"/>')
+    parts.append(text(x0 + 198, TOP - 10, "memmap on the memory (on)", 11, "start"))
+    # right panel
+    x0, x1 = 640, 1070
+    vmin, vmax = 0.1, 10000.0
+    parts += axis(x0, x1, vmin, vmax, "modelled extra ns per 4 KiB page (on)")
+    for i, name in enumerate(names):
+        cx = x0 + slot * (i + 0.5)
+        low = table[name]["on"]["extra_ns_per_page"]["low"]
+        high = table[name]["on"]["extra_ns_per_page"]["high"]
+        ylow, yhigh = log_y(low, vmin, vmax), log_y(high, vmin, vmax)
+        parts.append(
+            f'<rect x="{cx - 8:.1f}" y="{yhigh:.1f}" width="16" '
+            f'height="{max(ylow - yhigh, 1):.1f}" fill="{MEMORY}" opacity="0.6"/>'
+        )
+        parts.append(text(cx, yhigh - 4, f"{low:.1f}-{high:.0f}", 10))
+        parts.append(
+            text(cx, BOTTOM + 16, name, 11, "end", transform=f"rotate(-30 {cx} {BOTTOM + 16})")
+        )
+    parts.append(
+        text(
+            x0 + 10,
+            TOP - 10,
+            "bar: low (LLC-model misses x 70 ns) to high (each struct-page line once x 150 ns)",
+            11,
+            "start",
+        )
+    )
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def png(svg_path: Path, png_path: Path) -> bool:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        print("costs_plot: no chromium: SVG only", file=sys.stderr)
+        return False
+    with tempfile.TemporaryDirectory(prefix="costs-plot-") as tmp:
+        page = Path(tmp) / "plot.html"
+        page.write_text("<html><body style='margin:0'>" + svg_path.read_text() + "</body></html>")
+        subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--user-data-dir={tmp}/profile",
+                f"--window-size={WIDTH},{HEIGHT}",
+                f"--screenshot={png_path}",
+                page.as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    return png_path.is_file()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    src = Path(args[0]) if args else REPO / "bench" / "results" / "costs.json"
+    data = json.loads(src.read_text())
+    svg_path = src.with_suffix(".svg")
+    svg_path.write_text(svg(data))
+    print(f"wrote {svg_path}")
+    if png(svg_path, src.with_suffix(".png")):
+        print(f"wrote {src.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
