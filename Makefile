@@ -26,7 +26,7 @@ DEEP := $(filter $(DEFAULT_BASE),$(BASE))
 	export-series check-series check-config check-distro kunit kunit-run lint unit man \
 	vm-deps vm-test vm-test-debug vm-test-scale range-diff check-range-diff update-bases \
 	test test-base demo bench bench-trace bench-costs vm-test-costs \
-	vm-test-costs-mutant clean-venv help
+	vm-test-costs-mutant kernel-hwpoison vm-test-hwpoison clean-venv help
 
 all: help
 
@@ -55,6 +55,7 @@ help:
 	@echo "make bench-trace    P2 with the ftrace function profiler (builds a tracing kernel)"
 	@echo "make bench-costs    struct-page traffic of the memmap on CXL memory (TCG plugin)"
 	@echo "make vm-test-costs  the traffic meter's self-check (and vm-test-costs-mutant)"
+	@echo "make vm-test-hwpoison  memory errors in the memmap vs a data page (hwpoison kernel)"
 	@echo "make vm-test-scale  256 GiB in 2 GiB blocks, two boots (~5 min; not in make test)"
 	@echo "make man            regenerate man/pyshim.1 and completion/ from pyshim's parser"
 
@@ -173,9 +174,19 @@ bench: venv kernel kernel-stock
 
 # What the memmap on CXL memory costs (issue 16): struct-page accesses per page handled, the
 # LLC model and the modelled extra time; one instrumented TCG boot (bench/costs.py).
-bench-costs: venv kernel vm-deps
+bench-costs: venv kernel kernel-hwpoison vm-deps
 	$(VPY) bench/costs.py
+	$(VPY) bench/hwpoison.py --kernel $$($(KBUILD) build --flavour hwpoison)
 	$(VPY) bench/costs_plot.py
+
+# The series with memory-failure handling and the hwpoison injector (kbuild/hwpoison.config).
+kernel-hwpoison: deps
+	$(KBUILD) build --flavour hwpoison
+
+# Memory errors (issue 16, item 4): poison a memmap pfn and a data pfn on the kmem `on` node.
+vm-test-hwpoison: venv kernel-hwpoison vm-deps
+	MEMMAP_KMEM_VM_HWPOISON=1 MEMMAP_KMEM_HWPOISON_KERNEL=$$($(KBUILD) build --flavour hwpoison) \
+	$(VPY) -m pytest -q -m vm tests/vm/test_vm_hwpoison.py
 
 # The meter's self-check (not in make test): the plugin must see exactly the struct pages
 # that /proc/kpageflags reads; the mutant (range bound off by one line) must fail it.

@@ -370,3 +370,9 @@ def memory_failure_lines(log: str) -> list[str]:
         "offline",
     )
     return [line for line in log.splitlines() if any(k in line for k in keys)]
+
+
+def hotplug_blocks(hotplug_mib: int) -> tuple[int, int]:
+    """First and last block of hmem's hot-plug range (pc machine, node 0 of 3 GiB)."""
+    base = VMSpec(kernel=Path("/"), source=Source.HMEM, hotplug_mib=hotplug_mib).hotplug_base
+    return base // BLOCK_BYTES, (base + hotplug_mib * MIB) // BLOCK_BYTES - 1
