@@ -224,8 +224,49 @@ def markdown(data: dict[str, Any], hwpoison: dict[str, Any] | None) -> str:
         'Sources: bench/README.md, "Struct-page traffic".',
     ]
     if hwpoison:
-        out += ["", "## Memory errors", "", hwpoison.get("summary", "")]
+        out += ["", "## Memory errors", "", *hwpoison_summary(hwpoison)]
     return "\n".join(out) + "\n"
+
+
+def hwpoison_summary(hw: dict[str, Any]) -> list[str]:
+    """What bench/hwpoison.py observed, from its JSON (tests/vm/test_vm_hwpoison.py pins it)."""
+    data, mm = hw["poison_data"], hw["poison_memmap"]
+
+    def said(pfn: int) -> str:
+        found = [
+            line.split("] ", 1)[-1]
+            for line in hw["kernel_lines"]
+            if f"Memory failure: {pfn:#x}:" in line
+        ]
+        return "; ".join(f"`{line}`" for line in found) or "nothing"
+
+    def rc(label: str) -> str:
+        return "refused" if "rc=0" not in hw[label]["stdout"] else "done"
+
+    return [
+        f"Patched 6.12 with CONFIG_MEMORY_FAILURE and the hwpoison injector, kmem `on`, "
+        f"{hw['hotplug_mib']} MiB on node 1; the injector (debugfs `hwpoison/corrupt-pfn`, "
+        "memory_failure() as a machine check calls it) on two pfns of the node's first block "
+        f"(`make vm-test-hwpoison` pins this; {hw['generated']}):",
+        "",
+        "| pfn | kernel | outcome |",
+        "|---|---|---|",
+        f"| {data['pfn']:#x}, an anonymous data page of a process | {said(data['pfn'])} | "
+        f"recovered: page poisoned and unmapped, the process's next read got SIGBUS "
+        f"(si_code {data['si_code']}, BUS_MCEERR_AR); kernel up |",
+        f"| {mm['pfn']:#x}, the block's first page: struct pages of its first 64 pfns "
+        f"| {said(mm['pfn'])} | not recovered: the injector's write fails "
+        f"({mm['inject_error'] or 'ok'}), the pfn is marked HWPoison, nobody is killed, the "
+        "kernel keeps the page and keeps reading its struct pages (a software injection "
+        "leaves the memory intact; with a real uncorrectable error that next read by the "
+        "kernel is where the error is consumed); kernel up |",
+        "",
+        f"Afterwards: the node still allocates; the poisoned block goes offline "
+        f"({rc('offline_first')}) but online again is {rc('online_first')} "
+        "(memory_block_online() refuses a block with poisoned pages); hot-remove of the whole "
+        f"device is {'done' if 'memory-gone' in hw['remove']['stdout'] else 'refused'}. "
+        f"Panic or oops: {'yes' if hw['panic_or_oops'] else 'none'}.",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

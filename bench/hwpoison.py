@@ -30,7 +30,16 @@ def outcome(result: Any) -> dict[str, Any]:
     for label in ("poison_data", "poison_memmap"):
         step = result.step(label)
         out[label] = json.loads(step["stdout"]) if step["rc"] == 0 else step
-    for label in ("read_memmap", "churn_after", "offline_last", "offline_first", "debugfs"):
+    for label in (
+        "debugfs",
+        "read_memmap",
+        "churn_after",
+        "offline_last",
+        "offline_first",
+        "online_first",
+        "offline_first_again",
+        "remove",
+    ):
         step = result.step(label)
         out[label] = {"rc": step["rc"], "stdout": step["stdout"][-400:], "stderr": step["stderr"]}
     log = result.step("dmesg")["text"]

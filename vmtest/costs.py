@@ -319,6 +319,13 @@ def hwpoison_job(guest: Path, first_block: int, last_block: int) -> list[dict[st
     still be read, can the node still allocate, can the blocks go offline, and the log."""
     pages = BLOCK_BYTES // PAGE
     memmap_pfn = first_block * pages
+
+    def offline(block: int) -> str:
+        return f"echo offline > /sys/devices/system/memory/memory{block}/state; echo rc=$?"
+
+    def online(block: int) -> str:
+        return f"echo online_movable > /sys/devices/system/memory/memory{block}/state; echo rc=$?"
+
     return [
         s.find_dax(),
         s.offline("boot_remove", method="sysfs"),
@@ -338,17 +345,21 @@ def hwpoison_job(guest: Path, first_block: int, last_block: int) -> list[dict[st
         # the struct pages in the poisoned page, read back (kpageflags of the pfns they describe)
         s.run("read_memmap", str(guest), "kpageflags", "0", str(memmap_pfn), "64"),
         s.run("churn_after", str(guest), "churn", "0", "1", "2048", "1"),
+        s.run("offline_last", "sh", "-c", offline(last_block)),
+        s.run("offline_first", "sh", "-c", offline(first_block)),
+        s.run("online_first", "sh", "-c", online(first_block)),
+        s.run("offline_first_again", "sh", "-c", offline(first_block)),
+        # hot-remove: kmem unbinds the device, the altmaps (and the poisoned page) go with it
         s.run(
-            "offline_last",
+            "remove",
             "sh",
             "-c",
-            f"echo offline > /sys/devices/system/memory/memory{last_block}/state; echo rc=$?",
-        ),
-        s.run(
-            "offline_first",
-            "sh",
-            "-c",
-            f"echo offline > /sys/devices/system/memory/memory{first_block}/state; echo rc=$?",
+            f"for b in $(seq {first_block} {last_block}); do "
+            "echo offline > /sys/devices/system/memory/memory$b/state 2>/dev/null; done; "
+            "for d in /sys/bus/dax/drivers/kmem/dax*; do "
+            "echo ${d##*/} > /sys/bus/dax/drivers/kmem/unbind; echo rc=$?; done; "
+            "grep MemTotal /sys/devices/system/node/node1/meminfo 2>/dev/null "
+            "|| echo node1-memory-gone",
         ),
         {"op": "dmesg", "label": "dmesg"},
     ]
@@ -361,13 +372,14 @@ def memory_failure_lines(log: str) -> list[str]:
         "hwpoison",
         "HWPoison",
         "Injecting memory failure",
-        "MCE",
+        "MCE:",
         "memory corruption",
         "Killing",
-        "BUG",
+        "BUG:",
         "Oops",
-        "panic",
-        "offline",
+        "Kernel panic",
+        "WARNING",
+        "Altmap",
     )
     return [line for line in log.splitlines() if any(k in line for k in keys)]
 

@@ -453,10 +453,11 @@ static int cmd_poison_data(int node)
 	char *p = map_on(node, 1);
 	volatile char sink;
 	unsigned long long pfn;
-	int err, got_bus = 0;
+	int err, got_bus = 0, on;
 
 	touch(p, 1);
 	pfn = pfn_of(p);
+	on = count_on(p, 1, node);
 	sigaction(SIGBUS, &sa, NULL);
 	err = inject(pfn);
 	if (sigsetjmp(bus_jump, 1) == 0)
@@ -466,7 +467,7 @@ static int cmd_poison_data(int node)
 	(void)sink;
 	printf("{\"pfn\": %llu, \"on_node\": %d, \"inject_errno\": %d, \"sigbus\": %d, "
 	       "\"si_code\": %d, \"bus_mceerr_ar\": %d, \"hwpoison\": %d}\n",
-	       pfn, count_on(p, 1, node), err, got_bus, got_bus ? bus_code : 0,
+	       pfn, on ? node : -1, err, got_bus, got_bus ? bus_code : 0,
 	       got_bus && bus_code == BUS_MCEERR_AR,
 	       (int)(kpageflags_of(pfn) >> KPF_HWPOISON & 1));
 	return 0;
