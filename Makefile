@@ -26,7 +26,8 @@ DEEP := $(filter $(DEFAULT_BASE),$(BASE))
 	export-series check-series check-config check-distro kunit kunit-run lint unit man \
 	vm-deps vm-test vm-test-debug vm-test-scale range-diff check-range-diff update-bases \
 	test test-base demo bench bench-trace bench-costs vm-test-costs \
-	vm-test-costs-mutant kernel-hwpoison vm-test-hwpoison clean-venv help
+	vm-test-costs-mutant kernel-hwpoison vm-test-hwpoison kernel-contig vm-test-contig \
+	bench-p2-7.3 clean-venv help
 
 all: help
 
@@ -182,6 +183,23 @@ bench-costs: venv kernel kernel-hwpoison vm-deps
 # The series with memory-failure handling and the hwpoison injector (kbuild/hwpoison.config).
 kernel-hwpoison: deps
 	$(KBUILD) build --flavour hwpoison
+
+# zone->contiguous after hot-plug with kernel-patch/7.3-extra/ (issue 16, item 5); 7.3 only.
+kernel-contig: deps
+	$(PYTHON) -m kbuild --base 7.3 build --flavour contig
+
+vm-test-contig: venv kernel-contig vm-deps
+	MEMMAP_KMEM_VM_CONTIG=1 MEMMAP_KMEM_BASE=7.3 \
+	MEMMAP_KMEM_CONTIG_KERNEL=$$($(PYTHON) -m kbuild --base 7.3 build --flavour contig) \
+	$(VPY) -m pytest -q -m vm tests/vm/test_vm_contig.py
+
+# P2 by phase on 7.3: the series as it is, then with the zone->contiguous patch.
+bench-p2-7.3: venv kernel-contig vm-deps
+	MEMMAP_KMEM_BASE=7.3 $(VPY) bench/p2_phases.py --rounds 16 \
+	--out bench/results/p2_phases_7.3.json
+	MEMMAP_KMEM_BASE=7.3 $(VPY) bench/p2_phases.py --rounds 16 \
+	--kernel $$($(PYTHON) -m kbuild --base 7.3 build --flavour contig) \
+	--out bench/results/p2_phases_7.3_contig.json
 
 # Memory errors (issue 16, item 4): poison a memmap pfn and a data pfn on the kmem `on` node.
 vm-test-hwpoison: venv kernel-hwpoison vm-deps
