@@ -33,6 +33,7 @@ FIGURES_FILE = "figures.json"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots a kernel in QEMU (tests/vm)")
     config.addinivalue_line("markers", "bases(*names): the kernel bases the test runs on")
+    config.addinivalue_line("markers", "long: a long run, in make vm-test-long, not make test")
     config.stash[TIMINGS_KEY] = []
     config.pluginmanager.register(BootReport(), "vm-boot-report")
     config.stash[FIGURES_KEY] = {}
