@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from vmtest.harness import Harness
-from vmtest.runner import Accel, VMResult, kvm_works
+from vmtest.machine import Accel
+from vmtest.runner import VMResult, kvm_works
 from vmtest.settings import Mode, Settings
 
 ARTIFACTS = "artifacts"

@@ -18,7 +18,7 @@ import pytest
 from vmtest import asserts
 from vmtest import steps as s
 from vmtest.harness import Harness
-from vmtest.runner import Source, guest_dir
+from vmtest.machine import Source, guest_dir
 
 # The modular debug kernel is built for the 6.12 backport only (README, "Two kernel bases").
 pytestmark = [pytest.mark.vm, pytest.mark.bases("6.12")]
