@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from vmtest import costs, image
-from vmtest.runner import Source, VMSpec, VMUnavailable, run
+from vmtest.machine import Source, VMSpec, VMUnavailable
+from vmtest.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
 HOTPLUG_MIB = 512

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import steps as s
-from .runner import MIB, Source, VMSpec, repo_root
+from .machine import MIB, Source, VMSpec, repo_root
 
 BLOCK_BYTES = 128 * MIB
 PAGE = 4096

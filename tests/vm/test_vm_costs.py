@@ -22,7 +22,7 @@ import pytest
 
 from vmtest import asserts, costs, placement
 from vmtest.harness import Harness
-from vmtest.runner import Source
+from vmtest.machine import Source
 
 pytestmark = [
     pytest.mark.vm,

@@ -37,7 +37,7 @@ import pytest
 
 from vmtest import asserts, costs, image, placement
 from vmtest.harness import Harness, unavailable
-from vmtest.runner import Source
+from vmtest.machine import Source
 
 pytestmark = [
     pytest.mark.vm,
