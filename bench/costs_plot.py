@@ -225,7 +225,44 @@ def markdown(data: dict[str, Any], hwpoison: dict[str, Any] | None) -> str:
     ]
     if hwpoison:
         out += ["", "## Memory errors", "", *hwpoison_summary(hwpoison)]
+    p2 = p2_summary(REPO / "bench" / "results")
+    if p2:
+        out += ["", "## Hot-add time (P2)", "", *p2]
     return "\n".join(out) + "\n"
+
+
+P2_FILES = (
+    ("6.12, the series", "p2_phases.json"),
+    ("7.3, the series", "p2_phases_7.3.json"),
+    ("7.3, the series + kernel-patch/7.3-extra (zone->contiguous)", "p2_phases_7.3_contig.json"),
+)
+
+
+def p2_summary(results: Path) -> list[str]:
+    """Hot-add + online, memory/DRAM per round, from bench/p2_phases.py's files."""
+    rows = []
+    for what, name in P2_FILES:
+        path = results / name
+        if not path.is_file():
+            continue
+        d = json.loads(path.read_text())
+        r = d["p2"]["add_online"]["ratio"]
+        o = d["p2"]["online"]["ratio"]
+        rows.append(
+            f"| {what} | {d['setup']['rounds']} | {r['median']:.2f} ({r['q1']:.2f}-{r['q3']:.2f}) "
+            f"| {o['median']:.2f} ({o['q1']:.2f}-{o['q3']:.2f}) |"
+        )
+    if not rows:
+        return []
+    return [
+        "`bench/p2_phases.py`: 8 GiB of hmem in 64 blocks, kmem `off`/`on` alternated ABBA in "
+        "one boot under TCG; per round the time with the memmap on the memory over the time "
+        "with it in DRAM, median (IQR):",
+        "",
+        "| kernel | rounds | hot-add + online | online |",
+        "|---|---|---|---|",
+        *rows,
+    ]
 
 
 def hwpoison_summary(hw: dict[str, Any]) -> list[str]:
