@@ -531,11 +531,14 @@ def cmd_check(ctx: Context) -> int:
 
 
 def _check_witness(ctx: Context, device: str | None) -> int:
-    from pyshim import witness  # lazy: only this option reads /proc/kcore
+    from pyshim import witness_check  # lazy: only this option reads /proc/kcore
 
     ctx.require_root("check --witness (it reads kernel page tables through /proc/kcore)")
-    result = witness.check(ctx.sysfs, ctx.spec, device, ctx.env.prog)
-    ctx.out(render.to_json(result) if ctx.args.json else witness.check_text(result, ctx.env.prog))
+    result = witness_check.check(ctx.sysfs, ctx.spec, device, ctx.env.prog)
+    text = (
+        render.to_json(result) if ctx.args.json else witness_check.check_text(result, ctx.env.prog)
+    )
+    ctx.out(text)
     status = logic.Status(result["status"])
     if status is logic.Status.INCONSISTENT:
         return EXIT_FAILED
