@@ -71,7 +71,7 @@ LEVEL_SHIFTS = {4: (39, 30, 21, 12), 5: (48, 39, 30, 21, 12)}
 # Where the hardware takes bit 7 as a page size: a PUD maps 1 GiB, a PMD 2 MiB. In a PGD or
 # P4D entry the bit is reserved (a walk through it faults); in a PTE it is the PAT bit.
 LARGE_LEAF_SHIFTS = (30, 21)
-LEVEL_NAMES = {48: "PGD", 39: "P4D", 30: "PUD", 21: "PMD", 12: "PTE"}
+LEVEL_NAMES = {4: ("PGD", "PUD", "PMD", "PTE"), 5: ("PGD", "P4D", "PUD", "PMD", "PTE")}
 # sizeof(struct page) on x86-64: 64 in the usual configurations (56 bytes of fields, aligned
 # to 16 for the SLUB double cmpxchg), 80 with KMSAN's two metadata pointers, 72 or 80 when
 # fields that do not fit in page->flags get their own words. A multiple of 8 in 56..128
@@ -260,6 +260,11 @@ def read_layout(kcore: Kcore) -> Layout:
         )
     except ValueError as exc:
         raise OperationFailed(f"{kcore.path}: bad VMCOREINFO value: {exc}") from None
+    if layout.struct_page_size == 0:
+        raise MissingPrerequisite(
+            f"{kcore.path} says SIZE(page)=0 in its VMCOREINFO: without the size of a struct "
+            "page the witness would read nothing"
+        )
     if layout.struct_page_size not in STRUCT_PAGE_SIZES:
         raise OperationFailed(
             f"{kcore.path}: VMCOREINFO says SIZE(page)={layout.struct_page_size}, which no "
@@ -281,7 +286,7 @@ def translate(kcore: Kcore, layout: Layout, vaddr: int) -> Translation | None:
     """The physical address of a kernel virtual address, or None when not present; a walk
     the hardware would refuse (a page-size bit above the PUD) is a failure."""
     table = layout.top_table
-    for shift in LEVEL_SHIFTS[layout.levels]:
+    for level, shift in enumerate(LEVEL_SHIFTS[layout.levels]):
         index = (vaddr >> shift) & (ENTRIES_PER_TABLE - 1)
         entry = kcore.u64(table + index * ENTRY_SIZE)
         if not entry & ENTRY_PRESENT:
@@ -289,7 +294,7 @@ def translate(kcore: Kcore, layout: Layout, vaddr: int) -> Translation | None:
         large = bool(entry & ENTRY_LEAF) and shift != PAGE_SHIFT
         if large and shift not in LARGE_LEAF_SHIFTS:
             raise OperationFailed(
-                f"{kcore.path}: the {LEVEL_NAMES[shift]} entry {entry:#x} on the way to "
+                f"{kcore.path}: the {LEVEL_NAMES[layout.levels][level]} entry {entry:#x} on the way to "
                 f"{vaddr:#x} has the page-size bit, which x86-64 reserves at that level: "
                 "not a page table the hardware walks"
             )
