@@ -294,9 +294,9 @@ def translate(kcore: Kcore, layout: Layout, vaddr: int) -> Translation | None:
         large = bool(entry & ENTRY_LEAF) and shift != PAGE_SHIFT
         if large and shift not in LARGE_LEAF_SHIFTS:
             raise OperationFailed(
-                f"{kcore.path}: the {LEVEL_NAMES[layout.levels][level]} entry {entry:#x} on the way to "
-                f"{vaddr:#x} has the page-size bit, which x86-64 reserves at that level: "
-                "not a page table the hardware walks"
+                f"{kcore.path}: the {LEVEL_NAMES[layout.levels][level]} entry {entry:#x} on "
+                f"the way to {vaddr:#x} has the page-size bit, which x86-64 reserves at that "
+                "level: not a page table the hardware walks"
             )
         if shift == PAGE_SHIFT or large:
             page_size = 1 << shift
