@@ -141,7 +141,9 @@ def _fail_write(err: int) -> Callable[..., None]:
     [
         (errno.EOPNOTSUPP, 3, "cannot place the memmap on hot-plugged memory"),
         (errno.EINVAL, 1, "EINVAL"),
-        (errno.EACCES, 3, "run as root"),
+        # as root (run_cli's euid): the file refuses, running as root again would not help
+        (errno.EACCES, 1, "Permission denied (check its permissions)"),
+        (errno.EPERM, 1, "Operation not permitted (immutable? see lsattr)"),
         (
             errno.EBUSY,
             1,
@@ -214,11 +216,25 @@ def test_every_write_stays_under_sysroot(
     written: list[str] = []
     real_open, real_replace, real_mkstemp = os.open, os.replace, tempfile.mkstemp
     real_makedirs, real_chmod = os.makedirs, os.chmod
+    real_rename, real_mkdir = os.rename, os.mkdir
 
-    def spy_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+    def at(path: Any, dir_fd: int | None) -> str:
+        if dir_fd is None:
+            return os.fspath(path)
+        return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), os.fspath(path))
+
+    def spy_open(path: Any, flags: int, *args: Any, dir_fd: int | None = None, **kw: Any) -> int:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC):
-            written.append(os.fspath(path))
-        return real_open(path, flags, *args, **kwargs)
+            written.append(at(path, dir_fd))
+        return real_open(path, flags, *args, dir_fd=dir_fd, **kw)
+
+    def spy_rename(src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None) -> None:
+        written.extend([at(src, src_dir_fd), at(dst, dst_dir_fd)])
+        real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    def spy_mkdir(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        written.append(at(path, dir_fd))
+        real_mkdir(path, mode, dir_fd=dir_fd)
 
     def spy_replace(src: Any, dst: Any) -> None:
         written.extend([os.fspath(src), os.fspath(dst)])
@@ -238,6 +254,8 @@ def test_every_write_stays_under_sysroot(
         real_chmod(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(os, "rename", spy_rename)
+    monkeypatch.setattr(os, "mkdir", spy_mkdir)
     monkeypatch.setattr(os, "replace", spy_replace)
     monkeypatch.setattr(tempfile, "mkstemp", spy_mkstemp)
     monkeypatch.setattr(os, "makedirs", spy_makedirs)
