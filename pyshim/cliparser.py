@@ -147,7 +147,7 @@ def _parser_check(sub: Subparsers, common: _Parser, prog: str) -> None:
         action="store_true",
         help="also find each block's memmap in the kernel page tables (root, /proc/kcore); "
         "fail when they, memoryN/memmap_on_memory and the node accounting disagree; "
-        "works on stock kernels too",
+        "exit 3 when there is nothing to witness; works on stock kernels too",
     )
 
 
@@ -287,7 +287,8 @@ def build_parser(prog: str, command: str | None = None) -> argparse.ArgumentPars
             "libdaxctl, and prove block by block where each memory block's memmap lives."
         ),
         epilog="exit status: 0 ok, 1 check or operation failed (check: inconsistent), 2 usage, "
-        "3 missing prerequisite, 4 check found stale blocks (see --allow-stale)",
+        "3 missing prerequisite (check --witness: nothing to witness), 4 check found stale "
+        "blocks (see --allow-stale)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
