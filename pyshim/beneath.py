@@ -16,7 +16,6 @@ other road: kernel.Sysfs writes them in one write() without truncating.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import stat
@@ -36,6 +35,8 @@ class Escape(OperationFailed):
 
 
 def _openat2(dir_fd: int, rel: str, flags: int) -> int:
+    import ctypes  # lazy: only writes under a --sysroot tree need it
+
     libc = ctypes.CDLL(None, use_errno=True)
     how = _OPEN_HOW.pack(flags | os.O_CLOEXEC, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
     fd = libc.syscall(SYS_OPENAT2, dir_fd, os.fsencode(rel), how, len(how))
@@ -86,9 +87,12 @@ def _walk_beneath(dir_fd: int, rel: str) -> int:
 
 
 def open_dir_beneath(root: str, rel: str) -> int:
-    """A descriptor of directory `rel` resolved beneath `root`; Escape when it leads out."""
+    """A descriptor of directory `rel` resolved beneath `root`; Escape when it leads out.
+    Under "/" nothing is outside: the path is opened as it resolves (absolute symlinks too)."""
     if os.path.isabs(rel):
         raise Escape(f"refusing to write outside {root}: {rel} is an absolute path")
+    if root == "/":
+        return os.open(os.path.join(root, rel), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:
@@ -123,13 +127,18 @@ def parent_beneath(root: str, rel: str) -> Iterator[tuple[int, str]]:
 
 def check_replaceable(root: str, dir_fd: int, name: str, shown: str, must_exist: bool) -> int:
     """The mode of `name` in dir_fd when it may be replaced: a regular file with one link on
-    the root's filesystem; with must_exist False a missing file is fine (mode 0o644)."""
+    the root's filesystem (under "/", any regular file or symlink: nothing is outside it);
+    with must_exist False a missing file is fine (mode 0o644)."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         if must_exist:
             raise
         return 0o644
+    if root == "/":
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            raise OperationFailed(f"{shown} is not a regular file: refusing to replace it")
+        return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else 0o644
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(name, dir_fd=dir_fd)
         raise Escape(

@@ -284,3 +284,45 @@ def test_write_refuses_escape(tmp_path: Path) -> None:
     with pytest.raises(OperationFailed, match="refusing to write outside"):
         sysfs.write_file_atomic("/etc/x", "1")
     assert list(outside.iterdir()) == []
+
+
+def _no_openat2(dir_fd: int, rel: str, flags: int) -> int:
+    raise OSError(errno.ENOSYS, "openat2 not here", rel)
+
+
+@pytest.mark.parametrize("resolver", ["openat2", "walk"])
+def test_writes_resolve_beneath_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resolver: str
+) -> None:
+    """Both resolvers (openat2 RESOLVE_BENEATH, and the walk kept for kernels before 5.6)
+    follow symlinks that stay inside the root and refuse every way out: an absolute symlink,
+    a relative one that climbs above the root, `..`, a hard link, a symlink as the file."""
+    from pyshim import beneath
+
+    if resolver == "walk":
+        monkeypatch.setattr(beneath, "_openat2", _no_openat2)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x").write_text("outside\n")
+    root = tmp_path / "root"
+    (root / "sys/devices/real").mkdir(parents=True)
+    (root / "sys/devices/real/attr").write_text("0\n")
+    (root / "sys/inside").symlink_to("devices/real")  # relative, stays inside: followed
+    (root / "sys/abs").symlink_to(outside)
+    (root / "sys/climb").symlink_to("../../outside")
+    (root / "sys/devices/real/hard").unlink(missing_ok=True)
+    os.link(outside / "x", root / "sys/devices/real/hard")
+    (root / "sys/devices/real/link").symlink_to("attr")
+    sysfs = kernel.Sysfs(root)
+
+    sysfs.write_attr("sys/inside/attr", "1")
+    assert (root / "sys/devices/real/attr").read_text() == "1"
+    for rel in ("sys/abs/x", "sys/climb/x", "sys/../../outside/x", "sys/devices/real/hard",
+                "sys/devices/real/link"):  # fmt: skip
+        with pytest.raises(OperationFailed, match="refusing to write"):
+            sysfs.write_attr(rel, "1")
+    assert (outside / "x").read_text() == "outside\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["x"]
+    assert sorted(p.name for p in (root / "sys/devices/real").iterdir()) == [
+        "attr", "hard", "link"
+    ]  # fmt: skip
