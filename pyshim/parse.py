@@ -208,7 +208,7 @@ def parse_size(text: str) -> int:
     return value
 
 
-_MEMINFO_RE = re.compile(r"(?:Node\s+\d+\s+)?([A-Za-z0-9_()]+):\s+([0-9]+)(?:\s+kB)?\s*")
+_MEMINFO_RE = re.compile(r"(?:Node\s+\d{1,4}\s+)?([A-Za-z0-9_()]+):\s+([0-9]{1,20})(?:\s+kB)?\s*")
 
 
 def parse_meminfo_line(line: str) -> tuple[str, int]:
@@ -231,8 +231,10 @@ def parse_meminfo(text: str) -> dict[str, int]:
     return result
 
 
-_ZONE_HEADER_RE = re.compile(r"Node\s+(\d+),\s+zone\s+(\S+)\s*")
-_ZONE_FIELD_RE = re.compile(r"\s+(present|managed)\s+([0-9]+)\s*")
+# Numbers as the kernel prints them (a node id below 1024, a 64-bit count): a line with more
+# digits is not one of its lines, and is skipped like any other.
+_ZONE_HEADER_RE = re.compile(r"Node\s+(\d{1,4}),\s+zone\s+(\S+)\s*")
+_ZONE_FIELD_RE = re.compile(r"\s+(present|managed)\s+([0-9]{1,20})\s*")
 
 
 def parse_zoneinfo(text: str) -> dict[tuple[int, str], dict[str, int]]:
