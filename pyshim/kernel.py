@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
-from pyshim import beneath, parse
+from pyshim import parse
 from pyshim.drivers import DriverSpec
 from pyshim.errors import MissingPrerequisite, OperationFailed, UsageError
 from pyshim.logic import (
@@ -57,8 +57,8 @@ MIN_BLOCK_SIZE = 16 << 20
 MAX_BLOCK_SIZE = 1 << 40
 MAX_PHYSICAL = parse.MAX_PHYSICAL  # 4 PiB: no address, size or capacity is larger
 # A device may claim this many memory blocks before they are counted against the memoryN
-# directories that exist: more than exist means its size or mappings are wrong, and reading
-# millions of absent blocks would take minutes.
+# directories that can exist: more means its size or mappings are wrong, and reading millions
+# of absent blocks would take minutes.
 TRUSTED_DEVICE_BLOCKS = 4096
 
 PATCHED_KERNEL = (
@@ -154,6 +154,8 @@ class Sysfs:
         data = value.encode()
         try:
             if not self.is_live:
+                from pyshim import beneath  # lazy: only writes need it
+
                 beneath.replace_beneath(self.root, rel, data, must_exist=True)
                 return
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -175,6 +177,8 @@ class Sysfs:
     def write_file_atomic(self, rel: str, content: str) -> str:
         """Write a configuration file atomically beneath the root (a new file, renamed over
         the old one), creating its directories."""
+        from pyshim import beneath  # lazy: only writes need it
+
         directory = os.path.dirname(rel)
         beneath.makedirs_beneath(self.root, directory)
         return beneath.replace_beneath(self.root, rel, content.encode(), must_exist=False)
@@ -329,7 +333,7 @@ class Sysfs:
             max(0, end // block_size - -(-start // block_size)) for start, end in dev.ranges
         )
         if count > TRUSTED_DEVICE_BLOCKS:
-            present = sum(1 for n in self.listdir(MEMORY) if _MEMORY_RE.fullmatch(n))
+            present = self.memory_dirs_at_most()
             if count > present:
                 raise OperationFailed(
                     f"{self.path(DAX_DEVICES)}/{dev.name} spans {count} memory blocks of "
@@ -337,6 +341,18 @@ class Sysfs:
                     "mappings are wrong"
                 )
         return dev.block_indices(block_size)
+
+    def memory_dirs_at_most(self) -> int:
+        """An upper bound of the memoryN directories, in one stat(): a directory's link count
+        is 2 + its subdirectories on sysfs (kernfs), tmpfs and ext4; where it is not (btrfs
+        says 1), they are counted."""
+        try:
+            links = os.stat(self.path(MEMORY)).st_nlink
+        except OSError:
+            return 0
+        if links >= 2:
+            return links - 2
+        return sum(1 for n in self.listdir(MEMORY) if _MEMORY_RE.fullmatch(n))
 
     def memory_block(self, index: int, zones: bool = False) -> MemoryBlock | None:
         """One memory block, or None when memoryN does not exist (or vanished)."""
@@ -428,6 +444,11 @@ class Sysfs:
                 continue
             devices.append(dev)
             if dev.driver != "kmem":
+                continue
+            if dev.state_attribute is parse.DaxState.UNPLUGGED:
+                # kmem removed the memory (7.3): there are no blocks to read, however many
+                # the device's size would hold.
+                blocks[name] = []
                 continue
             with self.memory_dir() as fd:
                 read = self.memory_block_at
