@@ -41,10 +41,8 @@ from pyshim.kernel import (
     PATCHED_KERNEL,
     KernelWriteError,
     Sysfs,
-    check_output_path,
-    check_sysroot,
-    write_atomic,
 )
+from pyshim.userfiles import check_output_path, check_sysroot, write_atomic
 
 if TYPE_CHECKING:
     from pyshim.libdaxctl import Library
