@@ -24,7 +24,7 @@ DEEP := $(filter $(DEFAULT_BASE),$(BASE))
 
 .PHONY: all deps venv kernel kernel-stock kernel-debug kernel-wrong vm-test-wrong prepare-series \
 	export-series check-series check-config check-distro kunit kunit-run lint unit man \
-	vm-deps vm-test vm-test-debug vm-test-scale range-diff check-range-diff update-bases \
+	vm-deps vm-test vm-test-long vm-test-debug vm-test-scale range-diff check-range-diff update-bases \
 	test test-base demo bench bench-trace clean-venv help
 
 all: help
@@ -48,6 +48,7 @@ help:
 	@echo "make kunit-run      kunit.py run with its own kernel (not in make test)"
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
 	@echo "make vm-test-debug  scenario 7 on the KASAN/lockdep/kmemleak kernel"
+	@echo "make vm-test-long   the setting race and 100 pressure cycles (not in make test)"
 	@echo "make range-diff     kernel-patch/range-diff.txt: the series of the bases compared"
 	@echo "make update-bases   move kernel-patch/bases.lock to the newest versions served"
 	@echo "make bench          benchmarks P1-P3, P2 by phase, the 256 GiB scale run"
@@ -122,7 +123,12 @@ VM_JOBS ?= $(shell nproc)
 
 # The module scenarios (test_vm_module.py) boot the modular debug flavour (default base).
 vm-test: venv kernel kernel-stock $(if $(DEEP),kernel-debug) vm-deps
-	$(VPY) -m pytest -q -m vm -n $(VM_JOBS) tests/vm
+	$(VPY) -m pytest -q -m 'vm and not long' -n $(VM_JOBS) tests/vm
+
+# The long runs (not in make test): the 1000-write race of the setting against binds and
+# the pressure cycles (100 on the built-in kernel, 5 on the KASAN one), on the default base.
+vm-test-long: venv kernel kernel-debug vm-deps
+	MEMMAP_KMEM_PRESSURE_CYCLES=100 $(VPY) -m pytest -q -m 'vm and long' -n $(VM_JOBS) tests/vm
 
 # Scenario 7 (bad input) on the modular kernel with KASAN, lockdep and kmemleak; it fails
 # on any report in the kernel log. vm-test already runs the module, race, fault and

@@ -15,7 +15,7 @@ import pytest
 from vmtest import asserts, image, ktap
 from vmtest import steps as s
 from vmtest.harness import Harness, unavailable
-from vmtest.runner import Source
+from vmtest.machine import Source
 
 pytestmark = pytest.mark.vm
 
