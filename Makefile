@@ -25,8 +25,10 @@ DEEP := $(filter $(DEFAULT_BASE),$(BASE))
 .PHONY: all deps venv kernel kernel-stock kernel-debug kernel-wrong vm-test-wrong kernel-broken \
 	vm-test-broken prepare-series \
 	export-series check-series check-config check-distro kunit kunit-run lint unit man \
-	vm-deps vm-test vm-test-debug vm-test-scale range-diff check-range-diff update-bases post post-test \
-	test test-base demo bench bench-trace clean-venv help
+	vm-deps vm-test vm-test-long vm-test-debug vm-test-scale range-diff check-range-diff \
+	update-bases post post-test test test-base demo bench bench-trace bench-costs vm-test-costs \
+	vm-test-costs-mutant kernel-hwpoison vm-test-hwpoison kernel-contig vm-test-contig \
+	bench-p2-7.3 clean-venv help
 
 all: help
 
@@ -51,11 +53,15 @@ help:
 	@echo "make kunit-run      kunit.py run with its own kernel (not in make test)"
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
 	@echo "make vm-test-debug  scenario 7 on the KASAN/lockdep/kmemleak kernel"
+	@echo "make vm-test-long   the setting race and 100 pressure cycles (not in make test)"
 	@echo "make range-diff     kernel-patch/range-diff.txt: the series of the bases compared"
 	@echo "make post IDENTITY=\"Name <mail>\" [TREE=path]  the 7.3 series as mails in post/"
 	@echo "make update-bases   move kernel-patch/bases.lock to the newest versions served"
 	@echo "make bench          benchmarks P1-P3, P2 by phase, the 256 GiB scale run"
 	@echo "make bench-trace    P2 with the ftrace function profiler (builds a tracing kernel)"
+	@echo "make bench-costs    struct-page traffic of the memmap on CXL memory (TCG plugin)"
+	@echo "make vm-test-costs  the traffic meter's self-check (and vm-test-costs-mutant)"
+	@echo "make vm-test-hwpoison  memory errors in the memmap vs a data page (hwpoison kernel)"
 	@echo "make vm-test-scale  256 GiB in 2 GiB blocks, two boots (~5 min; not in make test)"
 	@echo "make man            regenerate man/pyshim.1 and completion/ from pyshim's parser"
 
@@ -135,7 +141,12 @@ VM_JOBS ?= $(shell nproc)
 
 # The module scenarios (test_vm_module.py) boot the modular debug flavour (default base).
 vm-test: venv kernel kernel-stock $(if $(DEEP),kernel-debug) vm-deps
-	$(VPY) -m pytest -q -m vm -n $(VM_JOBS) tests/vm
+	$(VPY) -m pytest -q -m 'vm and not long' -n $(VM_JOBS) tests/vm
+
+# The long runs (not in make test): the 1000-write race of the setting against binds and
+# the pressure cycles (100 on the built-in kernel, 5 on the KASAN one), on the default base.
+vm-test-long: venv kernel kernel-debug vm-deps
+	MEMMAP_KMEM_PRESSURE_CYCLES=100 $(VPY) -m pytest -q -m 'vm and long' -n $(VM_JOBS) tests/vm
 
 # Scenario 7 (bad input) on the modular kernel with KASAN, lockdep and kmemleak; it fails
 # on any report in the kernel log. vm-test already runs the module, race, fault and
@@ -198,6 +209,49 @@ bench: venv kernel kernel-stock
 	$(VPY) bench/p2_phases.py
 	$(VPY) bench/p3_check_vs_lsmem.py
 	$(VPY) bench/scale.py
+	$(MAKE) --no-print-directory bench-costs
+
+# What the memmap on CXL memory costs (issue 16): struct-page accesses per page handled, the
+# LLC model and the modelled extra time; one instrumented TCG boot (bench/costs.py).
+bench-costs: venv kernel kernel-hwpoison vm-deps
+	$(VPY) bench/costs.py
+	$(VPY) bench/hwpoison.py --kernel $$($(KBUILD) build --flavour hwpoison)
+	$(VPY) bench/costs_plot.py
+
+# The series with memory-failure handling and the hwpoison injector (kbuild/hwpoison.config).
+kernel-hwpoison: deps
+	$(KBUILD) build --flavour hwpoison
+
+# zone->contiguous after hot-plug with kernel-patch/7.3-extra/ (issue 16, item 5); 7.3 only.
+kernel-contig: deps
+	$(PYTHON) -m kbuild --base 7.3 build --flavour contig
+
+vm-test-contig: venv kernel-contig vm-deps
+	MEMMAP_KMEM_VM_CONTIG=1 MEMMAP_KMEM_BASE=7.3 \
+	MEMMAP_KMEM_CONTIG_KERNEL=$$($(PYTHON) -m kbuild --base 7.3 build --flavour contig) \
+	$(VPY) -m pytest -q -m vm tests/vm/test_vm_contig.py
+
+# P2 by phase on 7.3: the series as it is, then with the zone->contiguous patch.
+bench-p2-7.3: venv kernel-contig vm-deps
+	MEMMAP_KMEM_BASE=7.3 $(VPY) bench/p2_phases.py --rounds 16 \
+	--out bench/results/p2_phases_7.3.json
+	MEMMAP_KMEM_BASE=7.3 $(VPY) bench/p2_phases.py --rounds 16 \
+	--kernel $$($(PYTHON) -m kbuild --base 7.3 build --flavour contig) \
+	--out bench/results/p2_phases_7.3_contig.json
+
+# Memory errors (issue 16, item 4): poison a memmap pfn and a data pfn on the kmem `on` node.
+vm-test-hwpoison: venv kernel-hwpoison vm-deps
+	MEMMAP_KMEM_VM_HWPOISON=1 MEMMAP_KMEM_HWPOISON_KERNEL=$$($(KBUILD) build --flavour hwpoison) \
+	$(VPY) -m pytest -q -m vm tests/vm/test_vm_hwpoison.py
+
+# The meter's self-check (not in make test): the plugin must see exactly the struct pages
+# that /proc/kpageflags reads; the mutant (range bound off by one line) must fail it.
+vm-test-costs: venv kernel vm-deps
+	MEMMAP_KMEM_VM_COSTS=1 $(VPY) -m pytest -q -m vm tests/vm/test_vm_costs.py
+
+vm-test-costs-mutant: venv kernel vm-deps
+	! MEMMAP_KMEM_VM_COSTS=1 MEMMAP_KMEM_COSTS_MUTANT=1 \
+	$(VPY) -m pytest -q -m vm tests/vm/test_vm_costs.py -p no:cacheprovider
 
 # P2 explained: the same rounds on a tracing build of the series, with the function
 # profiler on the hot-plug path; keeps the untraced ratio already in p2_phases.json.

@@ -37,7 +37,8 @@ import plot
 
 from vmtest import placement
 from vmtest import steps as s
-from vmtest.runner import Source, VMResult, VMSpec, VMUnavailable, qemu_version, run
+from vmtest.machine import Source, VMSpec, VMUnavailable
+from vmtest.runner import VMResult, qemu_version, run
 from vmtest.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

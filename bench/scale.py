@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from vmtest import scale
-from vmtest.runner import VMUnavailable, qemu_version, run
+from vmtest.machine import VMUnavailable
+from vmtest.runner import qemu_version, run
 from vmtest.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

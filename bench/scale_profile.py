@@ -24,7 +24,8 @@ from typing import Any
 
 from vmtest import placement, scale
 from vmtest import steps as s
-from vmtest.runner import VMResult, VMUnavailable, run
+from vmtest.machine import VMUnavailable
+from vmtest.runner import VMResult, run
 
 REPO = Path(__file__).resolve().parents[1]
 

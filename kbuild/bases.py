@@ -160,6 +160,16 @@ FLAVOURS = {
         Flavour("patched", series=True),
         # kmem as a module (as distributions build it), KASAN, lockdep, kmemleak, faults.
         Flavour("debug", series=True, fragments=("kbuild/debug.config",)),
+        # The series + memory-failure handling and the hwpoison injector (issue 16, item 4).
+        Flavour("hwpoison", series=True, fragments=("kbuild/hwpoison.config",)),
+        # The series + the zone->contiguous patch (kernel-patch/7.3-extra/, not part of the
+        # series) + a test-only patch that shows zone->contiguous in /proc/zoneinfo.
+        Flavour(
+            "contig",
+            series=True,
+            extra_patches="tests/vm/contig-kernel",
+            extra_patch_bases=("7.3",),
+        ),
         # The series + a deliberately wrong patch: the witness must catch it.
         Flavour(
             "wrong",

@@ -2,8 +2,13 @@
 
 `Sysfs(root)` is the only object that knows where files are; every path is relative to the
 root given with --sysroot (default "/"), the way util-linux lsmem --sysroot works, so the same
-code reads a live machine and a recorded tree. Writes refuse any path that resolves outside
-the root.
+code reads a live machine and a recorded tree. Writes under a tree go through beneath.py,
+which refuses whatever leads outside the root (symlinks, hard links, other filesystems) by
+looking at what is opened; a kernel attribute on the live machine is written in one write().
+
+Every number and list read is bounded by what a kernel can write there, so that a corrupt or
+hostile tree fails in one line instead of converting a 4000-digit number or walking millions
+of indices.
 
 Reads use os.open/os.read on plain strings: `check` reads two files for each of up to tens of
 thousands of memory blocks, and pathlib costs several times more per file.
@@ -21,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pyshim import parse
 from pyshim.drivers import DriverSpec
-from pyshim.errors import MissingPrerequisite, OperationFailed, UsageError
+from pyshim.errors import MissingPrerequisite, OperationFailed
 from pyshim.logic import (
     DaxDevice,
     MemoryBlock,
@@ -50,15 +55,20 @@ PROCFS_LIMIT = 16 << 20
 # (16 MiB on powerpc, the smallest), and far below a terabyte. Outside this, the file is wrong.
 MIN_BLOCK_SIZE = 16 << 20
 MAX_BLOCK_SIZE = 1 << 40
-# More memory blocks than one dax device can have on any machine (2 PiB of 128 MiB blocks).
-MAX_DEVICE_BLOCKS = 1 << 24
+MAX_PHYSICAL = parse.MAX_PHYSICAL  # 4 PiB: no address, size or capacity is larger
+# A device may claim this many memory blocks before they are counted against the memoryN
+# directories that can exist: more means its size or mappings are wrong, and reading millions
+# of absent blocks would take minutes.
+TRUSTED_DEVICE_BLOCKS = 4096
 
 PATCHED_KERNEL = (
     "boot a kernel with the kmem memmap_on_memory series (kernel-patch/ in the pyshim "
     'sources; README.md, "The kernel pyshim needs")'
 )
-_NODE_RE = re.compile(r"node([0-9]+)")
-_MEMORY_RE = re.compile(r"memory([0-9]+)")
+# Node ids stay below MAX_NUMNODES (1024 with NODES_SHIFT 10, x86-64's largest); memory
+# block ids below MAX_PHYSICAL / MIN_BLOCK_SIZE (2^28, nine digits).
+_NODE_RE = re.compile(r"node([0-9]{1,4})")
+_MEMORY_RE = re.compile(r"memory([0-9]{1,9})")
 _MAPPING_RE = re.compile(r"mapping[0-9]+")
 _CXL_DAX_REGION_RE = re.compile(r"dax_region[0-9]+")
 
@@ -101,6 +111,13 @@ class Sysfs:
         try:
             return parser(text)
         except ValueError as exc:
+            if not text:
+                # The kernel never shows an attribute empty: the read met a rewrite half done
+                # (a tree rewritten in place by another tool).
+                raise OperationFailed(
+                    f"{self.path(rel)} read empty, which the kernel never shows: a read torn "
+                    "by a concurrent write; retry"
+                ) from None
             raise OperationFailed(
                 f"{self.path(rel)} holds {text.strip()[:40]!r}, which the kernel never writes "
                 f"there ({exc})"
@@ -127,39 +144,44 @@ class Sysfs:
 
     # --- writes ------------------------------------------------------------------------------
 
-    def _checked(self, rel: str) -> str:
-        """The absolute path for a write, refusing anything that resolves outside the root."""
-        if os.path.isabs(rel) or ".." in rel.split("/"):
-            raise OperationFailed(f"refusing to write outside {self.root}: {rel}")
-        path = os.path.join(self.root, rel)
-        real = os.path.realpath(path)
-        root = os.path.realpath(self.root)
-        if root != "/" and not real.startswith(root + os.sep):
-            raise OperationFailed(f"refusing to write outside {self.root}: {path} -> {real}")
-        return path
-
     def write_attr(self, rel: str, value: str) -> None:
-        """Write an existing sysfs attribute (never creates a file); KernelWriteError on errno."""
-        path = self._checked(rel)
+        """Write an existing sysfs attribute (never creates a file); KernelWriteError on errno.
+
+        On the live machine: one write() without O_TRUNC, which is what a kernel attribute
+        takes (kernfs hands the whole buffer to store()); under a tree, the file is replaced
+        beneath the root, so that a concurrent reader never sees it empty."""
+        path = self.path(rel)
+        data = value.encode()
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+            if not self.is_live:
+                from pyshim import beneath  # lazy: only writes need it
+
+                beneath.replace_beneath(self.root, rel, data, must_exist=True)
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise KernelWriteError(
                 f"cannot open {path}: {exc.strerror}", exc.errno or 0, path
             ) from None
         try:
-            os.write(fd, value.encode())
+            written = os.write(fd, data)
         except OSError as exc:
             raise KernelWriteError(f"{path}: {exc.strerror}", exc.errno or 0, path) from None
         finally:
             os.close(fd)
+        if written != len(data):
+            raise KernelWriteError(
+                f"{path}: the kernel took {written} of {len(data)} bytes", errno.EIO, path
+            )
 
-    def write_file_atomic(self, rel: str, content: str, mode: int = 0o644) -> str:
-        """Write a configuration file atomically (tempfile in the same directory + rename)."""
-        path = self._checked(rel)
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        return write_atomic(path, content, mode)
+    def write_file_atomic(self, rel: str, content: str) -> str:
+        """Write a configuration file atomically beneath the root (a new file, renamed over
+        the old one), creating its directories."""
+        from pyshim import beneath  # lazy: only writes need it
+
+        directory = os.path.dirname(rel)
+        beneath.makedirs_beneath(self.root, directory)
+        return beneath.replace_beneath(self.root, rel, content.encode(), must_exist=False)
 
     # --- settings ----------------------------------------------------------------------------
 
@@ -262,13 +284,13 @@ class Sysfs:
         node_text = self.read(f"{base}/target_node")
         if size_text is None or node_text is None:
             raise DeviceVanished(name)
-        size = self.parsed(f"{base}/size", size_text, parse.parse_int)
+        size = self.parsed(f"{base}/size", size_text, parse.parse_physical)
         ranges: list[tuple[int, int]] = []
         for entry in sorted(self.listdir(base)):
             if not _MAPPING_RE.fullmatch(entry):
                 continue
-            start = self.read_parsed(f"{base}/{entry}/start", parse.parse_hex)
-            end = self.read_parsed(f"{base}/{entry}/end", parse.parse_hex)
+            start = self.read_parsed(f"{base}/{entry}/start", parse.parse_physical_hex)
+            end = self.read_parsed(f"{base}/{entry}/end", parse.parse_physical_hex)
             if start is None or end is None:
                 continue
             if end < start:
@@ -277,7 +299,7 @@ class Sysfs:
                 )
             ranges.append((start, end + 1))
         if not ranges:
-            start = self.read_parsed(f"{base}/resource", parse.parse_hex)
+            start = self.read_parsed(f"{base}/resource", parse.parse_physical_hex)
             if start is None:
                 raise DeviceVanished(name)
             ranges.append((start, start + size))
@@ -309,17 +331,33 @@ class Sysfs:
         self.write_attr(dax_state_path(name), state.value)
 
     def device_blocks(self, dev: DaxDevice, block_size: int) -> list[int]:
-        """The device's memory block indices, refusing counts no machine has (a corrupt
-        size or mapping would otherwise build a list of a billion indices)."""
+        """The device's memory block indices, refusing more than the memoryN directories
+        that exist (a corrupt size or mapping would otherwise have `check` read millions of
+        absent blocks)."""
         count = sum(
             max(0, end // block_size - -(-start // block_size)) for start, end in dev.ranges
         )
-        if count > MAX_DEVICE_BLOCKS:
-            raise OperationFailed(
-                f"{self.path(DAX_DEVICES)}/{dev.name} spans {count} memory blocks of "
-                f"{block_size} bytes, more than any machine has: its size or mappings are wrong"
-            )
+        if count > TRUSTED_DEVICE_BLOCKS:
+            present = self.memory_dirs_at_most()
+            if count > present:
+                raise OperationFailed(
+                    f"{self.path(DAX_DEVICES)}/{dev.name} spans {count} memory blocks of "
+                    f"{block_size} bytes, but {self.path(MEMORY)} has {present}: its size or "
+                    "mappings are wrong"
+                )
         return dev.block_indices(block_size)
+
+    def memory_dirs_at_most(self) -> int:
+        """An upper bound of the memoryN directories, in one stat(): a directory's link count
+        is 2 + its subdirectories on sysfs (kernfs), tmpfs and ext4; where it is not (btrfs
+        says 1), they are counted."""
+        try:
+            links = os.stat(self.path(MEMORY)).st_nlink
+        except OSError:
+            return 0
+        if links >= 2:
+            return links - 2
+        return sum(1 for n in self.listdir(MEMORY) if _MEMORY_RE.fullmatch(n))
 
     def memory_block(self, index: int, zones: bool = False) -> MemoryBlock | None:
         """One memory block, or None when memoryN does not exist (or vanished)."""
@@ -412,6 +450,11 @@ class Sysfs:
             devices.append(dev)
             if dev.driver != "kmem":
                 continue
+            if dev.state_attribute is parse.DaxState.UNPLUGGED:
+                # kmem removed the memory (7.3): there are no blocks to read, however many
+                # the device's size would hold.
+                blocks[name] = []
+                continue
             with self.memory_dir() as fd:
                 read = self.memory_block_at
                 indices = self.device_blocks(dev, settings.block_size)
@@ -489,54 +532,6 @@ def _read_text(
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def check_sysroot(root: str) -> str:
-    """The --sysroot directory, or a usage error saying what is wrong with it (instead of
-    letting a typo read as "this kernel lacks memory hotplug")."""
-    if not root:
-        raise UsageError("--sysroot is empty: give / or a directory holding sys/ and proc/")
-    try:
-        mode = os.stat(root).st_mode
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UsageError(f"--sysroot {root}: symlink loop") from None
-        if exc.errno == errno.ENOENT:
-            raise UsageError(f"--sysroot {root} does not exist") from None
-        raise UsageError(f"--sysroot {root}: {exc.strerror}") from None
-    if not stat.S_ISDIR(mode):
-        raise UsageError(f"--sysroot {root} is not a directory")
-    if not os.path.isdir(os.path.join(root, "sys")):
-        raise UsageError(
-            f"--sysroot {root} has no sys/ directory: give / or a recorded tree (lsmem-style)"
-        )
-    return root
-
-
 def _dax_sort_key(name: str) -> tuple[int, int]:
     region, _, dev = name[3:].partition(".")
     return int(region), int(dev)
-
-
-def write_atomic(path: str, content: str, mode: int = 0o644) -> str:
-    """Write `path` atomically: a tempfile in the same directory, fsync, then os.replace."""
-    import tempfile  # lazy: only the writing commands need it
-
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".pyshim-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return path

@@ -96,15 +96,37 @@ def parse_global_mode(text: str) -> GlobalMode:
         raise ValueError(f"unexpected memory_hotplug.memmap_on_memory value {word!r}") from None
 
 
-_HEX_RE = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")
+# The kernel prints 64-bit numbers: at most 16 hex or 20 decimal digits (with a sign).
+_HEX_RE = re.compile(r"(?:0[xX])?([0-9a-fA-F]{1,16})")
+_INT_RE = re.compile(r"-?[0-9]{1,20}")
+# x86-64's MAX_PHYSMEM_BITS with 5-level paging: no physical address or size is larger.
+MAX_PHYSICAL = 1 << 52
+# MAX_NUMNODES with NODES_SHIFT 10, x86-64's largest: node ids are below it.
+MAX_NODES = 1 << 10
 
 
 def parse_hex(text: str) -> int:
     """Parse a sysfs hex number with or without 0x (block_size_bytes, phys_index, resource)."""
     match = _HEX_RE.fullmatch(text.strip())
     if match is None:
-        raise ValueError(f"not a hex number: {text!r}")
+        raise ValueError(f"not a 64-bit hex number: {text.strip()[:40]!r}")
     return int(match.group(1), 16)
+
+
+def parse_physical_hex(text: str) -> int:
+    """A physical address in hex (mappingN/start and end, resource): below 4 PiB."""
+    value = parse_hex(text)
+    if value > MAX_PHYSICAL:
+        raise ValueError(f"{value:#x} is beyond the 4 PiB x86-64 can address")
+    return value
+
+
+def parse_physical(text: str) -> int:
+    """A size of physical memory in decimal bytes (daxX.Y/size): 0 to 4 PiB."""
+    value = parse_int(text)
+    if not 0 <= value <= MAX_PHYSICAL:
+        raise ValueError(f"{value} bytes is not a size x86-64 can address (0 to 4 PiB)")
+    return value
 
 
 def parse_block_size(text: str) -> int:
@@ -118,8 +140,8 @@ def parse_block_size(text: str) -> int:
 def parse_int(text: str) -> int:
     """Parse a decimal sysfs number (size, target_node); negative allowed (-1 = no node)."""
     word = text.strip()
-    if not re.fullmatch(r"-?[0-9]+", word):
-        raise ValueError(f"not a decimal number: {text!r}")
+    if not _INT_RE.fullmatch(word):
+        raise ValueError(f"not a 64-bit decimal number: {word[:40]!r}")
     return int(word)
 
 
@@ -133,18 +155,23 @@ def parse_bit(text: str) -> bool:
     raise ValueError(f"expected 0 or 1, got {text!r}")
 
 
-# 19 digits reach 2^63; more would only be a typo (and Python refuses ints past 4300 digits).
 def parse_node_list(text: str) -> list[int]:
-    """Parse a sysfs node list such as /sys/devices/system/node/online: "0-1,3" -> [0, 1, 3]."""
+    """Parse a sysfs node list such as /sys/devices/system/node/online: "0-1,3" -> [0, 1, 3].
+
+    The kernel prints each node once, ascending, below MAX_NODES (bitmap_print_to_pagebuf):
+    anything else, such as a range repeated a million times, is not its list."""
     nodes: list[int] = []
     for part in text.strip().split(","):
         match = re.fullmatch(r"([0-9]{1,4})(?:-([0-9]{1,4}))?", part)
         if match is None:
-            raise ValueError(f"not a node list: {text!r}")
+            raise ValueError(f"not a node list: {text.strip()[:40]!r}")
         first = int(match.group(1))
         last = int(match.group(2) or first)
-        if last < first:
-            raise ValueError(f"not a node list: {text!r}")
+        if last < first or (nodes and first <= nodes[-1]) or last >= MAX_NODES:
+            raise ValueError(
+                f"not a node list the kernel prints (ascending, each node once, below "
+                f"{MAX_NODES}): {text.strip()[:40]!r}"
+            )
         nodes.extend(range(first, last + 1))
     return nodes
 
@@ -175,7 +202,7 @@ def parse_size(text: str) -> int:
     return value
 
 
-_MEMINFO_RE = re.compile(r"(?:Node\s+\d+\s+)?([A-Za-z0-9_()]+):\s+([0-9]+)(?:\s+kB)?\s*")
+_MEMINFO_RE = re.compile(r"(?:Node\s+\d{1,4}\s+)?([A-Za-z0-9_()]+):\s+([0-9]{1,20})(?:\s+kB)?\s*")
 
 
 def parse_meminfo_line(line: str) -> tuple[str, int]:
@@ -198,8 +225,10 @@ def parse_meminfo(text: str) -> dict[str, int]:
     return result
 
 
-_ZONE_HEADER_RE = re.compile(r"Node\s+(\d+),\s+zone\s+(\S+)\s*")
-_ZONE_FIELD_RE = re.compile(r"\s+(present|managed)\s+([0-9]+)\s*")
+# Numbers as the kernel prints them (a node id below 1024, a 64-bit count): a line with more
+# digits is not one of its lines, and is skipped like any other.
+_ZONE_HEADER_RE = re.compile(r"Node\s+(\d{1,4}),\s+zone\s+(\S+)\s*")
+_ZONE_FIELD_RE = re.compile(r"\s+(present|managed)\s+([0-9]{1,20})\s*")
 
 
 def parse_zoneinfo(text: str) -> dict[tuple[int, str], dict[str, int]]:

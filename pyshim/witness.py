@@ -25,11 +25,12 @@ How the kernel is read (root only, no debug information):
 - The top-level table is read at init_top_pgt's address (the kernel image segment), every
   lower table through the direct map (page_offset_base + physical address). 4 levels, or 5
   when the kernel enabled LA57 (TCG's -cpu max offers it to CONFIG_X86_5LEVEL kernels).
-- A block's memmap is [vmemmap + first_pfn * SIZE(page), + pages * SIZE(page)). SIZE(page)
-  is 64 on these kernels, and the kernel's accounting agrees (present - managed = 512 pages
-  per 128 MiB block with the memmap on memory: 2 MiB / 32768 pages). A wrong size would not
-  go unnoticed: a block is "on the block" only when its struct pages are exactly its own
-  first bytes.
+- A block's memmap is [vmemmap + first_pfn * SIZE(page), + pages * SIZE(page)), with the
+  SIZE(page) the kernel reports in both (64 on these kernels; a value no x86-64 kernel has is
+  refused). A block is "on the block" only when its struct pages are exactly its own first
+  bytes, and placed at all only when the walk found every byte of its memmap.
+- Only the levels where the hardware takes a page-size bit end a walk early (PUD: 1 GiB,
+  PMD: 2 MiB); the bit above them is reserved, so a table that has it is refused.
 - Every read is a bounded pread (an 8-byte table entry, the ELF headers, the notes); a
   block costs at most one walk per 4 KiB page of its memmap, one walk with a 2 MiB (PMD)
   mapping, the usual vmemmap case.
@@ -46,15 +47,13 @@ import contextlib
 import enum
 import errno
 import os
+import stat
 import struct
 from collections.abc import Iterator
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple
 
-from pyshim import logic, render
-from pyshim.drivers import DriverSpec
 from pyshim.errors import MissingPrerequisite, OperationFailed
 from pyshim.kernel import Sysfs
-from pyshim.parse import format_size
 
 KCORE = "proc/kcore"
 LOCKDOWN = "sys/kernel/security/lockdown"
@@ -64,10 +63,20 @@ ENTRIES_PER_TABLE = 512
 ENTRY_SIZE = 8
 ENTRY_PRESENT = 1 << 0
 ENTRY_LEAF = 1 << 7  # _PAGE_PSE: a 1 GiB (PUD) or 2 MiB (PMD) page instead of a next table
-ENTRY_ADDRESS = 0x000F_FFFF_FFFF_F000  # bits 51:12, the next table or the page frame
+# Bits 51:12: the next table or a 4 KiB frame. In a 2 MiB or 1 GiB leaf, bit 12 is the PAT
+# bit and the bits up to the page size are reserved: the frame is masked to the page size.
+ENTRY_ADDRESS = 0x000F_FFFF_FFFF_F000
 # Index shift of each level, top first: PGD (P4D folded away with 4 levels), PUD, PMD, PTE.
 LEVEL_SHIFTS = {4: (39, 30, 21, 12), 5: (48, 39, 30, 21, 12)}
-LEAF_SHIFTS = (30, 21, 12)  # levels where an entry may map a page
+# Where the hardware takes bit 7 as a page size: a PUD maps 1 GiB, a PMD 2 MiB. In a PGD or
+# P4D entry the bit is reserved (a walk through it faults); in a PTE it is the PAT bit.
+LARGE_LEAF_SHIFTS = (30, 21)
+LEVEL_NAMES = {4: ("PGD", "PUD", "PMD", "PTE"), 5: ("PGD", "P4D", "PUD", "PMD", "PTE")}
+# sizeof(struct page) on x86-64: 64 in the usual configurations (56 bytes of fields, aligned
+# to 16 for the SLUB double cmpxchg), 80 with KMSAN's two metadata pointers, 72 or 80 when
+# fields that do not fit in page->flags get their own words. A multiple of 8 in 56..128
+# covers every kernel; anything else is not SIZE(page) of a kernel.
+STRUCT_PAGE_SIZES = range(56, 129, 8)
 
 ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")
 PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")
@@ -133,10 +142,13 @@ class Kcore:
     def open(cls, sysfs: Sysfs) -> Iterator[Kcore]:
         path = sysfs.path(KCORE)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            # Non-blocking: a FIFO planted at proc/kcore must not hang the open.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise MissingPrerequisite(_kcore_unreadable(sysfs, path, exc)) from None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OperationFailed(f"{path} is not a regular file, so not the kernel's kcore")
             yield cls(fd, path)
         finally:
             os.close(fd)
@@ -238,27 +250,55 @@ def read_layout(kcore: Kcore) -> Layout:
             "needs an x86_64 kernel with CONFIG_SPARSEMEM_VMEMMAP"
         )
     try:
-        return Layout(
-            top_table=int(info["SYMBOL(init_top_pgt)"], 16),
+        layout = Layout(
+            top_table=_vmcoreinfo_number(info["SYMBOL(init_top_pgt)"], 16),
             page_offset=kcore.direct_map_base(),
-            vmemmap_base=int(info["SYMBOL(vmemmap)"], 16),
-            levels=5 if int(info["NUMBER(pgtable_l5_enabled)"]) else 4,
-            struct_page_size=int(info["SIZE(page)"]),
-            kaslr_offset=int(info.get("KERNELOFFSET", "0"), 16),
+            vmemmap_base=_vmcoreinfo_number(info["SYMBOL(vmemmap)"], 16),
+            levels=5 if _vmcoreinfo_number(info["NUMBER(pgtable_l5_enabled)"], 10) else 4,
+            struct_page_size=_vmcoreinfo_number(info["SIZE(page)"], 10),
+            kaslr_offset=_vmcoreinfo_number(info.get("KERNELOFFSET", "0"), 16),
         )
     except ValueError as exc:
         raise OperationFailed(f"{kcore.path}: bad VMCOREINFO value: {exc}") from None
+    if layout.struct_page_size == 0:
+        raise MissingPrerequisite(
+            f"{kcore.path} says SIZE(page)=0 in its VMCOREINFO: without the size of a struct "
+            "page the witness would read nothing"
+        )
+    if layout.struct_page_size not in STRUCT_PAGE_SIZES:
+        raise OperationFailed(
+            f"{kcore.path}: VMCOREINFO says SIZE(page)={layout.struct_page_size}, which no "
+            f"x86-64 kernel has ({STRUCT_PAGE_SIZES.start}..{STRUCT_PAGE_SIZES.stop - 1}, a "
+            "multiple of 8): not this kernel's description"
+        )
+    return layout
+
+
+def _vmcoreinfo_number(text: str, base: int) -> int:
+    """A VMCOREINFO number: at most 64 bits (16 hex or 20 decimal digits)."""
+    word = text.strip()
+    if not word or len(word) > (16 if base == 16 else 20):
+        raise ValueError(f"{word[:40]!r} is not a 64-bit number")
+    return int(word, base)
 
 
 def translate(kcore: Kcore, layout: Layout, vaddr: int) -> Translation | None:
-    """The physical address of a kernel virtual address, or None when not present."""
+    """The physical address of a kernel virtual address, or None when not present; a walk
+    the hardware would refuse (a page-size bit above the PUD) is a failure."""
     table = layout.top_table
-    for shift in LEVEL_SHIFTS[layout.levels]:
+    for level, shift in enumerate(LEVEL_SHIFTS[layout.levels]):
         index = (vaddr >> shift) & (ENTRIES_PER_TABLE - 1)
         entry = kcore.u64(table + index * ENTRY_SIZE)
         if not entry & ENTRY_PRESENT:
             return None
-        if shift == PAGE_SHIFT or (shift in LEAF_SHIFTS and entry & ENTRY_LEAF):
+        large = bool(entry & ENTRY_LEAF) and shift != PAGE_SHIFT
+        if large and shift not in LARGE_LEAF_SHIFTS:
+            raise OperationFailed(
+                f"{kcore.path}: the {LEVEL_NAMES[layout.levels][level]} entry {entry:#x} on "
+                f"the way to {vaddr:#x} has the page-size bit, which x86-64 reserves at that "
+                "level: not a page table the hardware walks"
+            )
+        if shift == PAGE_SHIFT or large:
             page_size = 1 << shift
             frame = entry & ENTRY_ADDRESS & ~(page_size - 1)
             return Translation(frame | (vaddr & (page_size - 1)), page_size)
@@ -300,6 +340,10 @@ def classify(
     hotplugged: set[int],
 ) -> tuple[Placement, tuple[int, ...], str]:
     block_start = memory * block_size
+    found = sum(hi - lo for lo, hi in extents)
+    if found != memmap_size:
+        # Only the whole memmap says where the block's struct pages are.
+        return Placement.UNMAPPED, (), f"{found} of the memmap's {memmap_size} bytes found"
     if extents == [(block_start, block_start + memmap_size)]:
         return Placement.ON_BLOCK, (), "the block's own first pages"
     holders = {
@@ -341,85 +385,3 @@ def witness_blocks(
                 BlockWitness(memory, placement, nodes, tuple(extents), tuple(sorted(sizes)), detail)
             )
     return layout, result
-
-
-# --- check --witness ---------------------------------------------------------------------------
-
-
-def check(sysfs: Sysfs, spec: DriverSpec, only: str | None, prog: str) -> dict[str, Any]:
-    """logic.check with the witness: per block, the attribute (patched kernels) must say what
-    the page tables say; the node accounting is checked against the attribute, or against the
-    witness where the kernel has no attribute (stock 6.12)."""
-    snap = sysfs.snapshot(spec)
-    if only is not None and only not in {d.name for d in snap.devices}:
-        raise OperationFailed(f"no dax device {only}: see {prog} show")
-    hotplugged = {b.number for blocks in snap.blocks.values() for b in blocks}
-    layout, witnesses = witness_blocks(sysfs, sorted(hotplugged), hotplugged)
-    by_block = {w.memory: w for w in witnesses}
-    attributes = {b.number: b.memmap_on_memory for bl in snap.blocks.values() for b in bl}
-    effective = {
-        name: [
-            b._replace(memmap_on_memory=by_block[b.number].placement is Placement.ON_BLOCK)
-            if b.memmap_on_memory is None
-            else b
-            for b in blocks
-        ]
-        for name, blocks in snap.blocks.items()
-    }
-    result = logic.check(snap._replace(blocks=effective), prog, only=only)
-    inconsistent = logic.Status.INCONSISTENT.value
-    devices = cast(list[dict[str, Any]], result["devices"])
-    for dev in devices:
-        for blk in dev["blocks"]:
-            seen = by_block[blk["memory"]]
-            attribute = attributes[blk["memory"]]
-            blk.update(
-                attribute=attribute,
-                witness=seen.placement.value,
-                witness_nodes=list(seen.nodes),
-                memmap_phys=[f"{lo:#x}-{hi - 1:#x}" for lo, hi in seen.extents],
-                mapping=[format_size(s) for s in seen.page_sizes],
-                witness_detail=seen.detail,
-            )
-            agrees = seen.placement in (Placement.ON_BLOCK, Placement.BOOT_MEMORY) and (
-                attribute is None or attribute == (seen.placement is Placement.ON_BLOCK)
-            )
-            if not agrees:
-                blk["status"] = dev["status"] = result["status"] = inconsistent
-                dev["fix"] = (
-                    "the page tables disagree with the kernel's own bookkeeping: report this "
-                    "kernel bug with the output of check --witness --json"
-                )
-    result["witness"] = {
-        "paging_levels": layout.levels,
-        "page_offset_base": f"{layout.page_offset:#x}",
-        "vmemmap_base": f"{layout.vmemmap_base:#x}",
-        "init_top_pgt": f"{layout.top_table:#x}",
-        "kaslr_offset": f"{layout.kaslr_offset:#x}",
-        "struct_page_size": layout.struct_page_size,
-    }
-    return result
-
-
-def check_text(result: dict[str, Any], prog: str) -> str:
-    w = result["witness"]
-    lines = [
-        f"memmap of each block from the page tables ({w['paging_levels']}-level, vmemmap_base "
-        f"{w['vmemmap_base']}, page_offset_base {w['page_offset_base']}, struct page "
-        f"{w['struct_page_size']} B):"
-    ]
-    devices = cast(list[dict[str, Any]], result["devices"])
-    for dev in devices:
-        for blk in dev["blocks"]:
-            where = {
-                Placement.ON_BLOCK.value: "on the block",
-                Placement.BOOT_MEMORY.value: "in DRAM on node "
-                + ",".join(map(str, blk["witness_nodes"])),
-            }.get(blk["witness"], f"{blk['witness']}: {blk['witness_detail']}")
-            attribute = "-" if blk["attribute"] is None else int(blk["attribute"])
-            lines.append(
-                f"  memory{blk['memory']}  {dev['chardev']}  {blk['state']}  "
-                f"{' '.join(blk['memmap_phys']) or '-'} ({'/'.join(blk['mapping']) or '-'} "
-                f"pages): {where}; attribute {attribute}: {blk['status']}"
-            )
-    return "\n".join(lines) + "\n" + render.check_text(result, prog)

@@ -18,7 +18,7 @@ import shtab
 from argparse_manpage.manpage import Manpage
 
 from pyshim import __version__
-from pyshim.cli import build_parser
+from pyshim.cliparser import build_parser
 
 
 def render_manpage() -> str:

@@ -21,6 +21,8 @@ packages=(
 	libkmod-dev libudev-dev uuid-dev libjson-c-dev libiniparser-dev asciidoctor
 	# util-linux's own lsmem test unpacks .tar.bz2 dumps
 	bzip2
+	# bench/costs/: the QEMU TCG plugin (qemu-plugin.h includes glib.h)
+	libglib2.0-dev
 )
 
 missing=()

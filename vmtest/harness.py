@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from .runner import Accel, Source, VMResult, VMSpec, VMUnavailable, run
+from .machine import Accel, Source, VMSpec, VMUnavailable
+from .runner import VMResult, run
 from .settings import Mode, Settings
 
 

@@ -23,7 +23,8 @@ from typing import Any
 
 from . import placement
 from . import steps as s
-from .runner import Accel, Source, VMResult, VMSpec
+from .machine import Accel, Source, VMSpec
+from .runner import VMResult
 
 MIB = 1 << 20
 GIB = 1 << 30

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import image
-from .runner import Accel
+from .machine import Accel
 
 
 class Mode(enum.Enum):

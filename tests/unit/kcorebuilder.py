@@ -39,6 +39,8 @@ class Kcore:
     levels: int = 4
     struct_page_size: int = 64
     vmcoreinfo_drop: tuple[str, ...] = ()
+    # More RAM segments (vaddr, paddr, pages) beside the one that holds the lower tables.
+    ram_segments: list[tuple[int, int, int]] = field(default_factory=list)
     pages: dict[int, bytearray] = field(default_factory=dict)
     next_table: int = TABLES_PADDR
 
@@ -55,14 +57,16 @@ class Kcore:
         self.pages[phys] = bytearray(PAGE)
         return phys
 
-    def map(self, vaddr: int, phys: int, size: int) -> None:
-        """Map [vaddr, vaddr + size) to phys with one leaf entry of that size."""
+    def map(self, vaddr: int, phys: int, size: int, extra: int = 0) -> None:
+        """Map [vaddr, vaddr + size) to phys with one leaf entry of that size (at whatever
+        level maps that size, valid or not), with `extra` bits set in the leaf."""
         table = self.top
         for shift in SHIFTS[self.levels]:
             index = (vaddr >> shift) & 511
             if size == 1 << shift:
                 flags = TABLE_FLAGS | (LEAF if size > PAGE else 0)
-                struct.pack_into("<Q", self.pages[table], index * 8, NX | phys | flags)
+                leaf = NX | phys | flags | extra
+                struct.pack_into("<Q", self.pages[table], index * 8, leaf)
                 return
             (entry,) = struct.unpack_from("<Q", self.pages[table], index * 8)
             if not entry & 1:
@@ -74,12 +78,14 @@ class Kcore:
     def memmap_vaddr(self, pfn: int) -> int:
         return self.vmemmap + pfn * self.struct_page_size
 
-    def map_block_memmap(self, block: int, block_size: int, phys: int, size: int) -> None:
+    def map_block_memmap(
+        self, block: int, block_size: int, phys: int, size: int, extra: int = 0
+    ) -> None:
         """Map a block's struct pages to phys, in leaves of `size` bytes."""
         start = self.memmap_vaddr(block * block_size // PAGE)
         length = block_size // PAGE * self.struct_page_size
         for offset in range(0, length, size):
-            self.map(start + offset, phys + offset, size)
+            self.map(start + offset, phys + offset, size, extra)
 
     def vmcoreinfo(self) -> bytes:
         lines = {
@@ -109,6 +115,7 @@ class Kcore:
             ),
             (self.vmemmap, 0xFFFF_FFFF_FFFF_FFFF, bytes(PAGE)),
         ]
+        loads += [(v, p, self.segment_bytes(p, n)) for v, p, n in self.ram_segments]
         phnum = 1 + len(loads)
         offset = 64 + 56 * phnum
         headers = [struct.pack("<IIQQQQQQ", 4, 0, offset, 0, 0, len(notes), 0, 4)]

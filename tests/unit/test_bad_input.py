@@ -8,6 +8,7 @@ process with spies on every call that could write a file and an alarm that bound
 from __future__ import annotations
 
 import builtins
+import errno
 import io
 import os
 import shutil
@@ -21,7 +22,9 @@ from types import FrameType
 from typing import Any
 
 import pytest
-from unit_helpers import Result, run_cli, tree_path
+from unit_helpers import Result, tree_path
+
+from pyshim.cli import Environment, main
 
 SECONDS = 10
 MEM = "sys/devices/system/memory"
@@ -77,6 +80,50 @@ def no_damage(root: Path) -> None:
     return None
 
 
+def hard_link_outside(rel: str) -> Callable[[Path], None]:
+    """Make root/rel a hard link to a file outside the root: same name, same content, and
+    no symlink anywhere for a path check to see."""
+
+    def damage(root: Path) -> None:
+        outside = root.parent / "outside"
+        outside.mkdir()
+        (outside / "target").write_text((root / rel).read_text())
+        (root / rel).unlink()
+        os.link(outside / "target", root / rel)
+
+    return damage
+
+
+def directory_outside(rel: str, target: Callable[[Path], str]) -> Callable[[Path], None]:
+    """Move directory root/rel outside the root and leave a symlink (text `target`) to it."""
+
+    def damage(root: Path) -> None:
+        outside = root.parent / "outside"
+        outside.mkdir()
+        shutil.move(root / rel, outside / "moved")
+        (root / rel).symlink_to(target(root))
+
+    return damage
+
+
+def outside_untouched(root: Path) -> None:
+    """The file outside the root still holds what the tree held (the kmem attribute: on)."""
+    for path in (root.parent / "outside").rglob("*"):
+        if path.is_file() and path.name in ("target", "memmap_on_memory"):
+            assert path.read_text() == "on\n", path
+
+
+def attribute_is(value: str) -> Callable[[Path], None]:
+    def verify(root: Path) -> None:
+        assert (root / KMEM_ATTR).read_text().strip() == value
+
+    return verify
+
+
+def nothing_to_verify(root: Path) -> None:
+    return None
+
+
 @dataclass
 class Case:
     name: str
@@ -86,6 +133,8 @@ class Case:
     damage: Callable[[Path], None] = no_damage
     tree: str = "patched_on"
     absent: list[str] = field(default_factory=list)  # must not appear on stderr
+    verify: Callable[[Path], None] = nothing_to_verify  # the tree after the run
+    stdout_errno: int | None = None  # stdout fails every write and flush with this errno
 
 
 CASES = [
@@ -197,7 +246,7 @@ CASES = [
         "dax-state-empty",
         ["show", "--json"],
         1,
-        f"{DEV_LINK}/state holds ''",
+        f"{DEV_LINK}/state read empty, which the kernel never shows",
         put(f"{DEV}/state", ""),
         tree="v73_states",
     ),
@@ -258,7 +307,7 @@ CASES = [
         "device-spans-too-many-blocks",
         ["check"],
         1,
-        "more than any machine has",
+        "is not a size x86-64 can address",
         both(
             put(f"{DEV}/size", f"{1 << 60}\n"),
             put(f"{DEV}/mapping0/end", f"{(1 << 32) + (1 << 60) - 1:#x}\n"),
@@ -275,6 +324,237 @@ CASES = [
     Case("device-empty", ["check", ""], 2, "invalid device name ''"),
     Case("capacity-5000-digits", ["plan", "--capacity", "9" * 5000], 2, "not a size"),
     Case("report-into-a-directory", ["report", "--html", "{parent}"], 2, "is a directory"),
+    # --- issue 19 ----------------------------------------------------------------------------
+    # 1. output that cannot be written: one line, exit 1, on every path that writes stdout
+    *(
+        Case(
+            f"stdout-{name}-{'-'.join(argv)}",
+            argv,
+            1,
+            f"cannot write the output: {why}",
+            stdout_errno=err,
+        )
+        for argv in (
+            ["show"],
+            ["check", "--json"],
+            ["plan", "--capacity", "1T"],
+            ["check", "-h"],
+            ["--version"],
+        )
+        for name, err, why in (
+            ("enospc", errno.ENOSPC, "No space left on device"),
+            ("eio", errno.EIO, "Input/output error"),
+        )
+    ),
+    Case(
+        "stdout-enospc-after-set",
+        ["set", "off"],
+        1,
+        "(the change was made: dax_kmem memmap_on_memory: off (was on))",
+        stdout_errno=errno.ENOSPC,
+        verify=attribute_is("off"),
+    ),
+    # 2. special files where a regular file is expected
+    Case(
+        "kcore-fifo",
+        ["check", "--witness"],
+        1,
+        "proc/kcore is not a regular file",
+        lambda root: os.mkfifo(root / "proc/kcore"),
+    ),
+    Case(
+        "kcore-directory",
+        ["check", "--witness"],
+        1,
+        "proc/kcore is not a regular file",
+        lambda root: (root / "proc/kcore").mkdir(parents=True),
+    ),
+    Case(
+        "kcore-dev-zero",
+        ["check", "--witness"],
+        1,
+        "proc/kcore is not a regular file",
+        lambda root: (root / "proc/kcore").symlink_to("/dev/zero"),
+    ),
+    Case(
+        "zoneinfo-fifo",
+        ["check"],
+        1,
+        "proc/zoneinfo is not a regular file",
+        replace_with("proc/zoneinfo", lambda p: os.mkfifo(p)),
+    ),
+    Case(
+        "report-over-a-character-device",
+        ["report", "--html", "{parent}/null"],
+        2,
+        "null is a character device, which a report would replace",
+        lambda root: (root.parent / "null").symlink_to("/dev/null"),
+    ),
+    Case(
+        "report-over-a-fifo",
+        ["report", "--html", "{parent}/fifo"],
+        2,
+        "fifo is a FIFO",
+        lambda root: os.mkfifo(root.parent / "fifo"),
+    ),
+    Case(
+        "metrics-over-a-fifo",
+        ["metrics", "--textfile", "{parent}/prom"],
+        2,
+        "pyshim.prom is a FIFO",
+        lambda root: ((root.parent / "prom").mkdir(), os.mkfifo(root.parent / "prom/pyshim.prom")),
+    ),
+    Case(
+        "persist-over-a-fifo",
+        ["set", "off", "--persist"],
+        1,
+        "dax-kmem-memmap.conf is not a regular file: refusing to replace it; "
+        f"{{root}}/{KMEM_ATTR} is back at on",
+        lambda root: (
+            (root / "etc/modprobe.d").mkdir(parents=True),
+            os.mkfifo(root / "etc/modprobe.d/dax-kmem-memmap.conf"),
+        ),
+        verify=attribute_is("on"),
+    ),
+    # 3. links out of the sysroot: what is opened counts, not its name
+    Case(
+        "set-hard-link-outside",
+        ["set", "off"],
+        1,
+        "has 2 hard links, so the same file may be outside",
+        hard_link_outside(KMEM_ATTR),
+        verify=outside_untouched,
+    ),
+    Case(
+        "set-directory-symlink-outside",
+        ["set", "off"],
+        1,
+        "refusing to write outside",
+        directory_outside(
+            "sys/bus/dax/drivers/kmem", lambda root: str(root.parent / "outside/moved")
+        ),
+        verify=outside_untouched,
+    ),
+    Case(
+        "set-relative-symlink-climbing-out",
+        ["set", "off"],
+        1,
+        "refusing to write outside",
+        directory_outside("sys/bus/dax/drivers/kmem", lambda root: "../../../../../outside/moved"),
+        verify=outside_untouched,
+    ),
+    Case(
+        "persist-etc-symlink-outside",
+        ["set", "off", "--persist"],
+        1,
+        f"refusing to write outside {{root}}: etc leads out of it; {{root}}/{KMEM_ATTR} is "
+        "back at on",
+        lambda root: (
+            (root.parent / "outside").mkdir(),
+            (root / "etc").symlink_to(root.parent / "outside"),
+        ),
+        verify=attribute_is("on"),
+    ),
+    # 4. values far outside what a kernel writes
+    Case(
+        "block-size-4000-digits",
+        ["check"],
+        1,
+        "not a 64-bit hex number",
+        put(f"{MEM}/block_size_bytes", "8" * 4000),
+    ),
+    Case(
+        "size-4000-digits",
+        ["check"],
+        1,
+        f"{DEV_LINK}/size holds '9999",
+        put(f"{DEV}/size", "9" * 4000 + "\n"),
+    ),
+    Case(
+        "target-node-4000-digits",
+        ["show"],
+        1,
+        "not a 64-bit decimal number",
+        put(f"{DEV}/target_node", "1" * 4000 + "\n"),
+    ),
+    Case(
+        "mapping-end-beyond-4-pib",
+        ["check"],
+        1,
+        "is beyond the 4 PiB x86-64 can address",
+        put(f"{DEV}/mapping0/end", f"{1 << 60:#x}\n"),
+    ),
+    Case(
+        "device-spans-2-to-24-blocks",
+        ["check"],
+        1,
+        "spans 16777216 memory blocks of 134217728 bytes, but",
+        both(
+            put(f"{DEV}/size", f"{(1 << 24) * (128 << 20)}\n"),
+            put(f"{DEV}/mapping0/end", f"{(1 << 32) + (1 << 24) * (128 << 20) - 1:#x}\n"),
+        ),
+    ),
+    Case(
+        "node-online-millions",
+        ["check"],
+        1,
+        "not a node list the kernel prints",
+        put("sys/devices/system/node/online", ",".join(["0-1023"] * 580) + "\n"),
+    ),
+    Case(
+        "node-online-above-max-numnodes",
+        ["check"],
+        1,
+        "not a node list the kernel prints",
+        put("sys/devices/system/node/online", "0-9999\n"),
+    ),
+    # 5. half-done writes: roll back, or say exactly what stayed changed
+    Case(
+        "persist-modprobe-d-is-a-file",
+        ["set", "off", "--persist"],
+        1,
+        f"{{root}}/{KMEM_ATTR} is back at on: nothing changed",
+        lambda root: ((root / "etc").mkdir(), (root / "etc/modprobe.d").write_text("")),
+        verify=attribute_is("on"),
+    ),
+    Case(
+        "attribute-read-empty",
+        ["check"],
+        1,
+        "read empty, which the kernel never shows: a read torn by a concurrent write",
+        put(KMEM_ATTR, ""),
+    ),
+    # 6. the command line
+    *(
+        Case(
+            f"plan-block-size-{size}",
+            ["plan", "--capacity", "1T", "--block-size", size],
+            2,
+            f"block size {size} is outside the 16 MiB to 1 TiB",
+        )
+        for size in ("1", "4K", "1P")
+    ),
+    Case(
+        "plan-block-size-3M",
+        ["plan", "--capacity", "1T", "--block-size", "3M"],
+        2,
+        "not a power of two",
+    ),
+    Case("plan-capacity-8P", ["plan", "--capacity", "8P"], 2, "more than x86-64 can address"),
+    Case("report-html-empty", ["report", "--html", ""], 2, "--html is empty"),
+    Case("metrics-textfile-empty", ["metrics", "--textfile", ""], 2, "--textfile is empty"),
+    Case(
+        "newline-in-a-path",
+        ["show", "--sysroot", "{parent}/two\nlines"],
+        2,
+        "two\\nlines does not exist",
+    ),
+    Case(
+        "newline-in-a-report-path",
+        ["report", "--html", "{parent}/no\ndir/r.html"],
+        2,
+        "no\\ndir does not exist",
+    ),
 ]
 
 
@@ -288,18 +568,38 @@ class Spied:
             self.written.extend(os.fspath(p) for p in paths)
 
 
+def at(path: Any, dir_fd: int | None) -> str:
+    """The path a call relative to dir_fd names."""
+    if dir_fd is None:
+        return os.fspath(path)
+    return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), os.fspath(path))
+
+
 @pytest.fixture
 def spied(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spied]:
     """Record every path that a call able to create or change a file is given."""
     spy = Spied()
     real_open, real_replace, real_mkstemp = os.open, os.replace, tempfile.mkstemp
     real_makedirs, real_chmod = os.makedirs, os.chmod
+    real_rename, real_mkdir = os.rename, os.mkdir
     real_io_open = io.open
 
-    def spy_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+    def spy_open(
+        path: Any, flags: int, *args: Any, dir_fd: int | None = None, **kwargs: Any
+    ) -> int:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC):
-            spy.saw(path)
-        return real_open(path, flags, *args, **kwargs)
+            spy.saw(at(path, dir_fd))
+        return real_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
+
+    def spy_rename(
+        src: Any, dst: Any, *, src_dir_fd: int | None = None, dst_dir_fd: int | None = None
+    ) -> None:
+        spy.saw(at(src, src_dir_fd), at(dst, dst_dir_fd))
+        real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    def spy_mkdir(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        spy.saw(at(path, dir_fd))
+        real_mkdir(path, mode, dir_fd=dir_fd)
 
     def spy_io_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         # open(), Path.write_text and the like; an int is a descriptor opened above
@@ -325,6 +625,8 @@ def spied(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spied]:
         real_chmod(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(os, "rename", spy_rename)
+    monkeypatch.setattr(os, "mkdir", spy_mkdir)
     monkeypatch.setattr(os, "replace", spy_replace)
     monkeypatch.setattr(tempfile, "mkstemp", spy_mkstemp)
     monkeypatch.setattr(os, "makedirs", spy_makedirs)
@@ -343,13 +645,32 @@ def _timeout(signum: int, frame: FrameType | None) -> None:
     raise Hang(f"no answer within {SECONDS} s")
 
 
-def run_bounded(argv: list[str]) -> tuple[Result, float]:
+class FailingOutput(io.StringIO):
+    """A stdout on a full disk (ENOSPC) or a failing device (EIO)."""
+
+    def __init__(self, err: int) -> None:
+        super().__init__()
+        self.err = err
+
+    def write(self, text: str) -> int:
+        raise OSError(self.err, os.strerror(self.err))
+
+    def flush(self) -> None:
+        raise OSError(self.err, os.strerror(self.err))
+
+
+def run_bounded(argv: list[str], stdout_errno: int | None = None) -> tuple[Result, float]:
     """The result and the seconds it took; Hang when it takes SECONDS."""
     previous = signal.signal(signal.SIGALRM, _timeout)
     signal.alarm(SECONDS)
     start = time.monotonic()
+    out = io.StringIO() if stdout_errno is None else FailingOutput(stdout_errno)
+    err = io.StringIO()
     try:
-        return run_cli(argv), time.monotonic() - start
+        env = Environment(stdout=out, stderr=err, euid=lambda: 0, prog="pyshim")
+        code = main(argv, env)
+        shown = "" if stdout_errno is not None else out.getvalue()
+        return Result(code, shown, err.getvalue()), time.monotonic() - start
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
@@ -369,7 +690,7 @@ def test_bad_input(case: Case, tmp_path: Path, spied: Spied) -> None:
 
     spied.active = True
     try:
-        r, seconds = run_bounded(argv)
+        r, seconds = run_bounded(argv, case.stdout_errno)
     finally:
         spied.active = False
 
@@ -377,7 +698,7 @@ def test_bad_input(case: Case, tmp_path: Path, spied: Spied) -> None:
     assert r.code == case.code, r.err
     assert r.err.count("\n") == 1 and r.err.endswith("\n"), r.err
     assert r.err.startswith("pyshim: error: "), r.err
-    assert case.needle in r.err
+    assert case.needle.format(root=root, parent=tmp_path) in r.err
     assert "Traceback" not in r.err and "internal error" not in r.err
     for word in case.absent:
         assert word not in r.err
@@ -385,3 +706,4 @@ def test_bad_input(case: Case, tmp_path: Path, spied: Spied) -> None:
     base = os.path.realpath(root)
     for path in spied.written:
         assert os.path.realpath(path).startswith(base + os.sep), path
+    case.verify(root)

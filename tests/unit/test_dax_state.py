@@ -192,3 +192,19 @@ def test_unreadable_state(
     assert r.err.count("\n") == 1 and r.err.startswith("pyshim: error: cannot read ")
     assert needle in r.err
     assert r.out == ""
+
+
+def test_a_large_unplugged_device_is_not_read_block_by_block(
+    cli: Callable[..., Result], tree_copy: Callable[[str], Path]
+) -> None:
+    """An unplugged device (7.3) has no memory blocks, whatever its size: a 64 TiB one is
+    neither read block by block nor refused for spanning more blocks than memoryN exist."""
+    root = tree_copy("v73_states")
+    dev = root / "sys/devices/platform/hmem.1/dax1.0"
+    size = 64 << 40
+    (dev / "size").write_text(f"{size}\n")
+    (dev / "mapping0/end").write_text(f"{0x140000000 + size - 1:#x}\n")
+    r = cli(["check", "--json", "--sysroot", str(root)])
+    assert r.code == 0, r.err
+    (unplugged,) = [d for d in json.loads(r.out)["devices"] if d["chardev"] == "dax1.0"]
+    assert unplugged["total_memblocks"] == 0

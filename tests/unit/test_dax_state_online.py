@@ -22,7 +22,7 @@ from test_daxctl_commands import FakeLibrary
 from test_ops import FakeDevice
 from unit_helpers import Result
 
-from pyshim import cli, ops
+from pyshim import cli, daxctl_commands, ops
 from pyshim.errors import MissingPrerequisite, OperationFailed
 from pyshim.kernel import DAX_DEVICES, MEMORY, KernelWriteError, Sysfs
 
@@ -238,7 +238,7 @@ Runner = Callable[[list[str], dict[str, FakeDevice]], Result]
 @pytest.fixture
 def run(kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch) -> Runner:
     """main() against the fake kernel's tree, with the live-system prerequisites waived."""
-    monkeypatch.setattr(cli, "_daxctl_prerequisites", lambda ctx, action: None)
+    monkeypatch.setattr(daxctl_commands, "_daxctl_prerequisites", lambda ctx, action: None)
 
     def run(argv: list[str], devices: dict[str, FakeDevice]) -> Result:
         out, err = io.StringIO(), io.StringIO()

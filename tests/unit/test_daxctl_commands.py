@@ -14,7 +14,7 @@ import pytest
 from test_ops import FakeDevice
 from unit_helpers import Result, tree_path
 
-from pyshim import cli
+from pyshim import cli, daxctl_commands
 
 
 class FakeLibrary:
@@ -43,7 +43,7 @@ Runner = Callable[[list[str], dict[str, FakeDevice]], Result]
 @pytest.fixture
 def run(monkeypatch: pytest.MonkeyPatch) -> Runner:
     """main() against a tree, with the live-system prerequisites waived."""
-    monkeypatch.setattr(cli, "_daxctl_prerequisites", lambda ctx, action: None)
+    monkeypatch.setattr(daxctl_commands, "_daxctl_prerequisites", lambda ctx, action: None)
 
     def run(argv: list[str], devices: dict[str, FakeDevice]) -> Result:
         out, err = io.StringIO(), io.StringIO()
@@ -101,7 +101,7 @@ def test_reconfigure_devdax_stops_at_the_first_failure(run: Runner) -> None:
 def test_verbose_reaches_libdaxctl(
     flag: list[str], verbose: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "_daxctl_prerequisites", lambda ctx, action: None)
+    monkeypatch.setattr(daxctl_commands, "_daxctl_prerequisites", lambda ctx, action: None)
     asked: list[bool] = []
 
     def library(want_verbose: bool) -> FakeLibrary:

@@ -181,12 +181,17 @@ def test_block_cap_counts_the_blocks_it_lets_through(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Sysfs.device_blocks refuses a device only when the blocks it would list exceed the
-    cap: a device with exactly the cap is read, one block more is refused."""
+    """Past the blocks a device is trusted with, Sysfs.device_blocks counts them against the
+    memoryN directories: as many as exist are read, one block more is refused."""
     dev = logic.DaxDevice("dax0.0", "kmem", 1, 0, ranges, None, None, "cxl")
     sysfs = kernel.Sysfs(tmp_path)
-    monkeypatch.setattr(kernel, "MAX_DEVICE_BLOCKS", len(indices))
+    memory = tmp_path / kernel.MEMORY
+    memory.mkdir(parents=True)
+    for i in range(len(indices)):
+        (memory / f"memory{i}").mkdir()
+    (memory / "block_size_bytes").write_text("8000000\n")  # not a block: not counted
+    monkeypatch.setattr(kernel, "TRUSTED_DEVICE_BLOCKS", 0)
     assert sysfs.device_blocks(dev, 128 * MIB) == indices
-    monkeypatch.setattr(kernel, "MAX_DEVICE_BLOCKS", len(indices) - 1)
+    (memory / "memory0").rmdir()
     with pytest.raises(OperationFailed, match=f"spans {len(indices)} memory blocks"):
         sysfs.device_blocks(dev, 128 * MIB)

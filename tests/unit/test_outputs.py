@@ -130,9 +130,10 @@ def test_usage_errors_are_one_line(cli: Callable[..., Result]) -> None:
         assert r.err.count("\n") == 1 and r.err.startswith("pyshim: error: "), r.err
 
 
-def test_help_exits_zero(cli: Callable[..., Result], capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(["--help"]).code == 0
-    assert "exit status" in capsys.readouterr().out
+def test_help_exits_zero(cli: Callable[..., Result]) -> None:
+    """Help goes to the CLI's stdout like any output (so a failing stdout is reported)."""
+    r = cli(["--help"])
+    assert r.code == 0 and "exit status" in r.out
 
 
 def test_online_refuses_sysroot(cli: Callable[..., Result]) -> None:
@@ -181,16 +182,28 @@ def test_quiet_on_closed_pipe() -> None:
         assert proc.returncode == 1
 
 
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize(
+    "command",
+    [["show"], ["check", "--json"], ["check", "-h"], ["--version"], ["plan", "--capacity", "1T"]],
+)
 @pytest.mark.parametrize(
     ("stdout", "strerror"),
     [("closed", "Bad file descriptor"), ("/dev/full", "No space left on device")],
 )
-def test_unwritable_stdout_is_one_line(stdout: str, strerror: str) -> None:
-    """`show >&-` and `show >/dev/full`: exit 1 and one line naming the cause, no traceback."""
+def test_unwritable_stdout_is_one_line(
+    stdout: str, strerror: str, command: list[str], buffered: bool
+) -> None:
+    """`show >&-` and `show >/dev/full`: exit 1 and one line naming the cause, no traceback
+    (and no exit 120 from the interpreter's own last flush), whether Python buffers stdout
+    (the default) or not (PYTHONUNBUFFERED), on every command path that writes stdout."""
     if stdout == "/dev/full" and not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
-    argv = [sys.executable, "-m", "pyshim", "show", "--sysroot", str(tree_path("mixed"))]
+    env.pop("PYTHONUNBUFFERED", None)
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    argv = [sys.executable, "-m", "pyshim", *command, "--sysroot", str(tree_path("mixed"))]
     with open(os.devnull if stdout == "closed" else stdout, "w") as target:
         proc = subprocess.run(
             argv,
@@ -233,17 +246,17 @@ def test_module_entry_point() -> None:
     assert proc.stderr.count("\n") == 1
 
 
-def test_version(cli: Callable[..., Result], capsys: pytest.CaptureFixture[str]) -> None:
+def test_version(cli: Callable[..., Result]) -> None:
     from pyshim import __version__
 
-    assert cli(["--version"]).code == 0
-    assert capsys.readouterr().out == f"pyshim {__version__}\n"
+    r = cli(["--version"])
+    assert r.code == 0 and r.out == f"pyshim {__version__}\n"
 
 
 def test_every_command_has_a_description_with_an_example() -> None:
     import argparse
 
-    from pyshim.cli import build_parser
+    from pyshim.cliparser import build_parser
 
     parser = build_parser("pyshim")
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

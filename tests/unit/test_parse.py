@@ -213,3 +213,19 @@ def test_distances() -> None:
     assert parse.parse_distances("10 20 30\n") == [10, 20, 30]
     with pytest.raises(ValueError):
         parse.parse_distances("10 x")
+
+
+def test_numbers_past_64_bits_are_not_kernel_lines() -> None:
+    """A 4000-digit count would stop Python's int() (its 4300-digit limit is one step away)
+    and is no number the kernel prints: the line is skipped, never an internal error."""
+    huge = "9" * 4000
+    zones = parse.parse_zoneinfo(
+        f"Node 0, zone   Normal\n  present {huge}\n  managed 10\nNode {huge}, zone DMA\n"
+    )
+    assert zones == {(0, "Normal"): {"managed": 10}}
+    assert parse.parse_meminfo(f"Node 0 MemTotal: {huge} kB\nNode 0 MemFree: 5 kB\n") == {
+        "MemFree": 5
+    }
+    for parser in (parse.parse_hex, parse.parse_int, parse.parse_block_size):
+        with pytest.raises(ValueError, match="64-bit"):
+            parser(huge)

@@ -149,7 +149,9 @@ def _fail_write(err: int) -> Callable[..., None]:
     [
         (errno.EOPNOTSUPP, 3, "cannot place the memmap on hot-plugged memory"),
         (errno.EINVAL, 1, "EINVAL"),
-        (errno.EACCES, 3, "run as root"),
+        # as root (run_cli's euid): the file refuses, running as root again would not help
+        (errno.EACCES, 1, "Permission denied (check its permissions)"),
+        (errno.EPERM, 1, "Operation not permitted (immutable? see lsattr)"),
         (
             errno.EBUSY,
             1,
@@ -222,11 +224,25 @@ def test_every_write_stays_under_sysroot(
     written: list[str] = []
     real_open, real_replace, real_mkstemp = os.open, os.replace, tempfile.mkstemp
     real_makedirs, real_chmod = os.makedirs, os.chmod
+    real_rename, real_mkdir = os.rename, os.mkdir
 
-    def spy_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+    def at(path: Any, dir_fd: int | None) -> str:
+        if dir_fd is None:
+            return os.fspath(path)
+        return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), os.fspath(path))
+
+    def spy_open(path: Any, flags: int, *args: Any, dir_fd: int | None = None, **kw: Any) -> int:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC):
-            written.append(os.fspath(path))
-        return real_open(path, flags, *args, **kwargs)
+            written.append(at(path, dir_fd))
+        return real_open(path, flags, *args, dir_fd=dir_fd, **kw)
+
+    def spy_rename(src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None) -> None:
+        written.extend([at(src, src_dir_fd), at(dst, dst_dir_fd)])
+        real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    def spy_mkdir(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        written.append(at(path, dir_fd))
+        real_mkdir(path, mode, dir_fd=dir_fd)
 
     def spy_replace(src: Any, dst: Any) -> None:
         written.extend([os.fspath(src), os.fspath(dst)])
@@ -246,6 +262,8 @@ def test_every_write_stays_under_sysroot(
         real_chmod(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(os, "rename", spy_rename)
+    monkeypatch.setattr(os, "mkdir", spy_mkdir)
     monkeypatch.setattr(os, "replace", spy_replace)
     monkeypatch.setattr(tempfile, "mkstemp", spy_mkstemp)
     monkeypatch.setattr(os, "makedirs", spy_makedirs)
@@ -290,3 +308,45 @@ def test_setting_read_from_the_module_parameter(tmp_path: Path) -> None:
     assert sysfs.driver_setting(spec) is KmemSetting.OFF
     (tmp_path / spec.attribute_path).write_text("on\n")
     assert sysfs.driver_setting(spec) is KmemSetting.ON
+
+
+def _no_openat2(dir_fd: int, rel: str, flags: int) -> int:
+    raise OSError(errno.ENOSYS, "openat2 not here", rel)
+
+
+@pytest.mark.parametrize("resolver", ["openat2", "walk"])
+def test_writes_resolve_beneath_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resolver: str
+) -> None:
+    """Both resolvers (openat2 RESOLVE_BENEATH, and the walk kept for kernels before 5.6)
+    follow symlinks that stay inside the root and refuse every way out: an absolute symlink,
+    a relative one that climbs above the root, `..`, a hard link, a symlink as the file."""
+    from pyshim import beneath
+
+    if resolver == "walk":
+        monkeypatch.setattr(beneath, "_openat2", _no_openat2)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x").write_text("outside\n")
+    root = tmp_path / "root"
+    (root / "sys/devices/real").mkdir(parents=True)
+    (root / "sys/devices/real/attr").write_text("0\n")
+    (root / "sys/inside").symlink_to("devices/real")  # relative, stays inside: followed
+    (root / "sys/abs").symlink_to(outside)
+    (root / "sys/climb").symlink_to("../../outside")
+    (root / "sys/devices/real/hard").unlink(missing_ok=True)
+    os.link(outside / "x", root / "sys/devices/real/hard")
+    (root / "sys/devices/real/link").symlink_to("attr")
+    sysfs = kernel.Sysfs(root)
+
+    sysfs.write_attr("sys/inside/attr", "1")
+    assert (root / "sys/devices/real/attr").read_text() == "1"
+    for rel in ("sys/abs/x", "sys/climb/x", "sys/../../outside/x", "sys/devices/real/hard",
+                "sys/devices/real/link"):  # fmt: skip
+        with pytest.raises(OperationFailed, match="refusing to write"):
+            sysfs.write_attr(rel, "1")
+    assert (outside / "x").read_text() == "outside\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["x"]
+    assert sorted(p.name for p in (root / "sys/devices/real").iterdir()) == [
+        "attr", "hard", "link"
+    ]  # fmt: skip

@@ -277,3 +277,217 @@ def test_layout_read_through_kcore(tmp_path: Path) -> None:
         struct_page_size=64,
         kaslr_offset=0x1900_0000,
     )
+
+
+# --- the judgement made exact (issue 19, item 7): each test fails when its decision changes ---
+
+
+def test_memmap_on_another_hotplugged_block_is_inconsistent(
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """Attribute 0 (DRAM) but the struct pages are on the first pages of the next hot-plugged
+    block: not boot memory, whatever node that block is on."""
+    add_dax(machine(tmp_path, kmem="off"), 1, on_memory=False)
+    kcore = Kcore(levels=4)
+    blocks = list(DAX_BLOCKS)
+    for block, holder in zip(blocks, blocks[1:] + blocks[:1], strict=True):
+        kcore.map_block_memmap(block, BLOCK, holder * BLOCK, 2 * MIB)
+    kcore.write(tmp_path)
+
+    r = run(cli, tmp_path, "--json")
+
+    assert r.code == 1, r.out
+    for block, b in blocks_of(r).items():
+        assert (b["witness"], b["attribute"], b["status"]) == ("elsewhere", False, "inconsistent")
+        assert "other hot-plugged memory" in b["witness_detail"], (block, b)
+    assert json.loads(r.out)["status"] == "inconsistent"
+
+
+@pytest.mark.parametrize(
+    ("size", "on_memory"),
+    [(72, False), (80, True)],
+    ids=["72-in-dram", "80-on-the-block"],
+)
+def test_struct_page_size_comes_from_vmcoreinfo(
+    cli: Callable[..., Result], tmp_path: Path, size: int, on_memory: bool
+) -> None:
+    """SIZE(page) other than 64: the stride (where a block's struct pages start) and the
+    memmap size (how many bytes they take) both follow it."""
+    add_dax(machine(tmp_path, kmem="on" if on_memory else "off"), 1, on_memory=on_memory)
+    kcore = Kcore(levels=4, struct_page_size=size)
+    memmap = BLOCK // PAGE * size
+    for i, block in enumerate(DAX_BLOCKS):
+        phys = block * BLOCK if on_memory else 3 * BLOCK + i * memmap
+        kcore.map_block_memmap(block, BLOCK, phys, PAGE)
+    kcore.write(tmp_path)
+
+    r = run(cli, tmp_path, "--json")
+
+    assert r.code == 0, r.out + r.err
+    for i, (block, b) in enumerate(blocks_of(r).items()):
+        phys = block * BLOCK if on_memory else 3 * BLOCK + i * memmap
+        assert b["memmap_phys"] == [f"{phys:#x}-{phys + memmap - 1:#x}"]
+        assert b["witness"] == ("memory" if on_memory else "dram")
+        if not on_memory:
+            assert b["memmap_bytes"] == memmap
+    assert json.loads(r.out)["witness"]["struct_page_size"] == size
+
+
+@pytest.mark.parametrize("size", [8, 48, 63, 136, 4096, -64])
+def test_struct_page_size_no_kernel_has_fails(
+    cli: Callable[..., Result], tmp_path: Path, size: int
+) -> None:
+    stock_machine(tmp_path)
+    Kcore(struct_page_size=size).write(tmp_path)
+    r = run(cli, tmp_path)
+    assert r.code == 1, r.err
+    assert r.err.count("\n") == 1
+    assert f"SIZE(page)={size}, which no x86-64 kernel has" in r.err or "64-bit number" in r.err
+
+
+@pytest.mark.parametrize(("levels", "size"), [(4, 1 << 39), (5, 1 << 48), (5, 1 << 39)])
+def test_page_size_bit_above_the_pud_is_invalid(
+    cli: Callable[..., Result], tmp_path: Path, levels: int, size: int
+) -> None:
+    """A PGD or P4D entry with bit 7 set: reserved there, so no page the hardware maps."""
+    add_dax(machine(tmp_path, kmem="on"), 1, on_memory=True, region="cxl")
+    kcore = Kcore(levels=levels)
+    kcore.map(kcore.vmemmap & ~(size - 1), 0, size)
+    kcore.write(tmp_path)
+
+    r = run(cli, tmp_path)
+
+    assert r.code == 1, r.out
+    level = {1 << 48: "PGD", 1 << 39: "PGD" if levels == 4 else "P4D"}[size]
+    assert f"the {level} entry" in r.err and "has the page-size bit" in r.err, r.err
+    assert r.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("leaf", [2 * MIB, GIB], ids=["pmd", "pud"])
+def test_pat_bit_of_a_large_leaf_is_not_address(
+    cli: Callable[..., Result], tmp_path: Path, leaf: int
+) -> None:
+    """Bit 12 of a 2 MiB or 1 GiB leaf is the PAT bit: with it set, the memmap is still
+    exactly the block's first pages (4 KiB further on would be 'not its first pages')."""
+    add_dax(machine(tmp_path, kmem="on"), 1, on_memory=True, region="cxl")
+    kcore = Kcore(levels=4)
+    pat = 1 << 12
+    if leaf == GIB:
+        # One 1 GiB leaf maps the memmap of 64 GiB of memory; memory32..35 sit at 4 GiB,
+        # 4 GiB / 64 = 64 MiB into it. Make that the blocks' own first pages: not possible
+        # for all four at once, so map it as DRAM on node 0 (phys 0) and check the address.
+        kcore.map(kcore.vmemmap, 0, GIB, extra=pat)
+    else:
+        for block in DAX_BLOCKS:
+            kcore.map_block_memmap(block, BLOCK, block * BLOCK, leaf, extra=pat)
+    kcore.write(tmp_path)
+
+    r = run(cli, tmp_path, "--json", "--allow-stale")
+
+    for block, b in blocks_of(r).items():
+        phys = block * BLOCK if leaf != GIB else block * MEMMAP
+        assert b["memmap_phys"] == [f"{phys:#x}-{phys + MEMMAP - 1:#x}"], b
+    if leaf != GIB:
+        assert r.code == 0, r.out
+        assert {b["witness"] for b in blocks_of(r).values()} == {"memory"}
+
+
+def test_ram_segments_give_one_direct_map_base(cli: Callable[..., Result], tmp_path: Path) -> None:
+    """Two RAM segments that put the direct map at two different bases: the tables cannot be
+    read through the direct map, whichever is taken."""
+    add_dax(machine(tmp_path, kmem="on"), 1, on_memory=True, region="cxl")
+    kcore = Kcore(levels=4)
+    for block in DAX_BLOCKS:
+        kcore.map_block_memmap(block, BLOCK, block * BLOCK, 2 * MIB)
+    same = kcore.page_offset
+    kcore.ram_segments = [(same + GIB, GIB, 1)]  # the same base: fine
+    kcore.write(tmp_path)
+    assert run(cli, tmp_path).code == 0
+
+    kcore.ram_segments.append((same + (1 << 40) + 2 * GIB, 2 * GIB, 1))
+    kcore.write(tmp_path)
+    r = run(cli, tmp_path)
+
+    assert r.code == 1
+    assert "RAM segments give no single direct map base" in r.err
+    assert f"{same:#x}, {same + (1 << 40):#x}" in r.err
+
+
+@pytest.mark.parametrize("patched", [True, False], ids=["patched", "stock"])
+def test_on_block_while_the_settings_choose_dram_is_stale(
+    cli: Callable[..., Result], tmp_path: Path, patched: bool
+) -> None:
+    """The memmap is on the block, as an earlier setting chose; kmem off now (patched) or
+    memory_hotplug.memmap_on_memory=N (stock) chooses DRAM: stale, exit 4."""
+    tree = {"kmem": "off"} if patched else {"patched": False, "kmem": None}
+    add_dax(machine(tmp_path, **tree), 1, on_memory=True, region="cxl")
+    kcore = Kcore(levels=4)
+    for block in DAX_BLOCKS:
+        kcore.map_block_memmap(block, BLOCK, block * BLOCK, 2 * MIB)
+    kcore.write(tmp_path)
+
+    r = run(cli, tmp_path, "--json")
+
+    assert r.code == 4, r.out
+    data = json.loads(r.out)
+    assert data["status"] == "stale"
+    assert {(b["witness"], b["status"]) for b in blocks_of(r).values()} == {("memory", "stale")}
+    assert run(cli, tmp_path, "--allow-stale").code == 0
+
+
+def test_nothing_to_witness_exits_3(cli: Callable[..., Result], tmp_path: Path) -> None:
+    """No dax memory in system-ram mode: the witness looked at nothing, so it proves nothing."""
+    t = machine(tmp_path, kmem="on")
+    t.dax("dax0.0", "hmem", 1, DAX_START, len(DAX_BLOCKS), driver="device_dax")
+    t.finish()
+    Kcore(levels=4).write(tmp_path)
+
+    r = run(cli, tmp_path)
+
+    assert r.code == 3, r.out
+    assert r.out == "" and "check: ok" not in r.err
+    assert "nothing to witness" in r.err and r.err.count("\n") == 1
+    assert "online daxX.Y" in r.err
+    only = run(cli, tmp_path, "dax0.0")
+    assert only.code == 3 and "nothing to witness: dax0.0 has no memory blocks" in only.err
+
+
+def test_witness_that_finds_no_memmap_mapped_exits_3(
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """Page tables that map nothing at vmemmap_base: the layout does not describe them."""
+    add_dax(machine(tmp_path, kmem="on"), 1, on_memory=True, region="cxl")
+    Kcore(levels=4).write(tmp_path)
+
+    r = run(cli, tmp_path)
+
+    assert r.code == 3, r.out
+    assert "the witness read nothing" in r.err and r.out == ""
+
+
+def test_struct_page_size_0_reads_nothing_exits_3(
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    stock_machine(tmp_path)
+    Kcore(struct_page_size=0).write(tmp_path)
+    r = run(cli, tmp_path)
+    assert r.code == 3 and r.out == ""
+    assert "SIZE(page)=0" in r.err and r.err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "extents",
+    [
+        [(3 * BLOCK, 3 * BLOCK + MEMMAP // 2)],  # half of it, in boot memory
+        [(33 * BLOCK, 33 * BLOCK + MEMMAP // 2)],  # the first half of the block's own pages
+        [],  # none of it
+    ],
+    ids=["half-in-dram", "half-on-block", "none"],
+)
+def test_classify_needs_the_whole_memmap(extents: list[tuple[int, int]]) -> None:
+    node_of_block = {i: 0 for i in range(16)} | {i: 1 for i in DAX_BLOCKS}
+    placement, nodes, why = witness.classify(
+        33, BLOCK, MEMMAP, extents, node_of_block, set(DAX_BLOCKS)
+    )
+    assert (placement, nodes) == (witness.Placement.UNMAPPED, ())
+    assert f"of the memmap's {MEMMAP} bytes found" in why

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from vmtest.harness import Harness
-from vmtest.runner import Accel, VMResult, kvm_works
+from vmtest.machine import Accel
+from vmtest.runner import VMResult, kvm_works
 from vmtest.settings import Mode, Settings
 
 ARTIFACTS = "artifacts"
@@ -33,6 +34,7 @@ FIGURES_FILE = "figures.json"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots a kernel in QEMU (tests/vm)")
     config.addinivalue_line("markers", "bases(*names): the kernel bases the test runs on")
+    config.addinivalue_line("markers", "long: a long run, in make vm-test-long, not make test")
     config.stash[TIMINGS_KEY] = []
     config.pluginmanager.register(BootReport(), "vm-boot-report")
     config.stash[FIGURES_KEY] = {}

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from vmtest import placement
 from vmtest import steps as s
-from vmtest.runner import Source, VMResult, VMSpec, run
+from vmtest.machine import Source, VMSpec
+from vmtest.runner import VMResult, run
 from vmtest.settings import Settings
 
 HOTPLUG_MIB = 1024

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from vmtest import steps as s
-from vmtest.runner import Source, VMSpec, repo_root, run
+from vmtest.machine import Source, VMSpec, repo_root
+from vmtest.runner import run
 from vmtest.settings import Settings
 
 GUEST_SHARE = "/run/vmtest"

@@ -16,7 +16,8 @@ import pytest
 from vmtest import asserts, placement
 from vmtest import steps as s
 from vmtest.harness import Harness, unavailable
-from vmtest.runner import Source, VMResult, qemu_version
+from vmtest.machine import Source
+from vmtest.runner import VMResult, qemu_version
 
 pytestmark = pytest.mark.vm
 

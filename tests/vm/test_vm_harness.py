@@ -9,14 +9,8 @@ from typing import Any
 import pytest
 
 from vmtest import placement
-from vmtest.runner import (
-    Source,
-    VMSpec,
-    VMUnavailable,
-    kernel_cmdline,
-    qemu_argv,
-    sparse_file,
-)
+from vmtest.machine import Source, VMSpec, VMUnavailable, kernel_cmdline, qemu_argv
+from vmtest.runner import sparse_file
 from vmtest.settings import Mode, Settings
 
 KERNEL = Path("/k/bzImage")

@@ -15,7 +15,8 @@ import pytest
 from vmtest import asserts, placement
 from vmtest import steps as s
 from vmtest.harness import Harness
-from vmtest.runner import Source, VMResult
+from vmtest.machine import Source
+from vmtest.runner import VMResult
 
 # The modular debug kernel is built for the 6.12 backport only (README, "Two kernel bases").
 pytestmark = [pytest.mark.vm, pytest.mark.bases("6.12")]

@@ -12,7 +12,7 @@ import pytest
 from vmtest import asserts, placement
 from vmtest import steps as s
 from vmtest.harness import Harness
-from vmtest.runner import Source
+from vmtest.machine import Source
 
 pytestmark = pytest.mark.vm
 

@@ -18,14 +18,14 @@ import pytest
 from vmtest import asserts
 from vmtest import steps as s
 from vmtest.harness import Harness
-from vmtest.runner import Source, guest_dir
+from vmtest.machine import Source, guest_dir
 
 # The modular debug kernel is built for the 6.12 backport only (README, "Two kernel bases").
 pytestmark = [pytest.mark.vm, pytest.mark.bases("6.12")]
 
 GLOBAL_N = "memory_hotplug.memmap_on_memory=0"
-# Pressure cycles on the built-in kernel: 30 in make test (about 4 s each under TCG) to keep
-# CI within its hour with two kernel bases; MEMMAP_KMEM_PRESSURE_CYCLES=100 is the long run.
+# Pressure cycles on the built-in kernel (about 4 s each under TCG); make vm-test-long sets
+# MEMMAP_KMEM_PRESSURE_CYCLES=100.
 PRESSURE_CYCLES = int(os.environ.get("MEMMAP_KMEM_PRESSURE_CYCLES", "30"))
 STRESS = guest_dir() / "stress.py"
 
@@ -61,6 +61,9 @@ def stress(
     return figures
 
 
+# The race and the pressure cycles are long runs (make vm-test-long, not make test): on the
+# KASAN kernel under TCG the race takes about 5 minutes of a core, a pressure cycle 40 s.
+@pytest.mark.long
 def test_stress_race_setting_against_binds(
     vm: Harness, figures: Callable[[str, Any], None]
 ) -> None:
@@ -83,6 +86,7 @@ def test_stress_faults_in_hot_add(vm: Harness, figures: Callable[[str, Any], Non
     assert out["injected"] >= 4 and out["failed_binds"] >= 1, f"faults did not bite: {out}"
 
 
+@pytest.mark.long
 @pytest.mark.parametrize(
     ("kernel", "cycles"),
     [("patched", PRESSURE_CYCLES), ("modular", 5)],

@@ -23,7 +23,8 @@ import pytest
 from vmtest import asserts, image, ktap, placement
 from vmtest import steps as s
 from vmtest.harness import Harness, unavailable
-from vmtest.runner import Source, VMResult
+from vmtest.machine import Source
+from vmtest.runner import VMResult
 
 pytestmark = pytest.mark.vm
 

@@ -34,7 +34,8 @@ import pytest
 from vmtest import asserts
 from vmtest import steps as s
 from vmtest.harness import Harness, unavailable
-from vmtest.runner import Source, VMResult, repo_root
+from vmtest.machine import Source, repo_root
+from vmtest.runner import VMResult
 from vmtest.settings import Settings
 
 pytestmark = pytest.mark.vm

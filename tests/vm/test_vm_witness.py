@@ -25,7 +25,8 @@ import pytest
 from vmtest import asserts, placement
 from vmtest import steps as s
 from vmtest.harness import Harness
-from vmtest.runner import Source, VMResult
+from vmtest.machine import Source
+from vmtest.runner import VMResult
 
 pytestmark = pytest.mark.vm
 
