@@ -44,6 +44,8 @@ class VMResult:
     timed_out: bool
     result: dict[str, Any] | None
     argv: list[str]
+    # QEMU failed to start the first time and was run again (see qemu_failed_to_start).
+    retried: bool = False
 
     @property
     def exit_status(self) -> int | None:
@@ -73,14 +75,33 @@ class VMResult:
     def describe(self) -> str:
         """One paragraph for an assertion message: what happened and where the log is."""
         parts = [f"exit status {self.exit_status}", f"{self.seconds:.1f}s"]
+        if self.retried:
+            parts.append("QEMU failed to start once (qemu-first.out) and was run again")
         if self.timed_out:
             parts.append(f"TIMED OUT after {self.spec.timeout:.0f}s")
         if self.result and self.result.get("error"):
             parts.append(f"error: {self.result['error']}")
         elif self.result is None:
-            parts.append("no result.json came back")
+            parts.append(f"no result.json came back (QEMU exit code {self.qemu_returncode})")
         parts.append(f"serial log: {self.serial_log}")
         return "; ".join(parts)
+
+    def tails(self, lines: int = 25) -> str:
+        """QEMU's own output and the last serial lines: what a report shows when the
+        logs stay on another machine (CI)."""
+        qemu_out = self.workdir / "qemu.out"
+        try:
+            qemu_text = qemu_out.read_text(errors="replace").strip()
+        except OSError:
+            qemu_text = ""
+        serial = self.serial_text().rstrip().splitlines()[-lines:]
+        return "\n".join(
+            [
+                f"QEMU output: {qemu_text or '(none)'}",
+                f"last {len(serial)} serial lines:" if serial else "serial log empty",
+                *serial,
+            ]
+        )
 
 
 def run(
@@ -119,6 +140,8 @@ def run(
     (share / "job.json").write_text(json.dumps(job, indent=1))
     serial_log = workdir / "serial.log"
     serial_log.unlink(missing_ok=True)
+    (workdir / "qemu-first.out").unlink(missing_ok=True)
+    retried = False
     with contextlib.ExitStack() as stack:
         nvdimm_file = None
         if spec.source is Source.NVDIMM:
@@ -127,18 +150,37 @@ def run(
         (workdir / "qemu-argv.json").write_text(json.dumps(argv, indent=1))
         start = time.monotonic()
         proc, timed_out = run_qemu(argv, workdir / "qemu.out", spec.timeout)
+        if qemu_failed_to_start(proc.returncode, timed_out, serial_log):
+            # The host, not the guest: QEMU quit with an error before the guest wrote a
+            # byte. One more try; the first attempt's output stays in qemu-first.out.
+            (workdir / "qemu.out").replace(workdir / "qemu-first.out")
+            retried = True
+            proc, timed_out = run_qemu(argv, workdir / "qemu.out", spec.timeout)
         seconds = time.monotonic() - start
     result_path = share / "result.json"
     result = json.loads(result_path.read_text()) if result_path.is_file() else None
     if result is not None:
         (workdir / "result.json").write_text(json.dumps(result, indent=1))
-    vm = VMResult(spec, workdir, serial_log, seconds, proc.returncode, timed_out, result, argv)
+    vm = VMResult(
+        spec, workdir, serial_log, seconds, proc.returncode, timed_out, result, argv, retried
+    )
     qemu_text = (workdir / "qemu.out").read_text(errors="replace").strip()
     if qemu_text and result is None and echo:
         print(qemu_text, file=sys.stderr)
     if echo:
         print(vm.describe(), file=sys.stderr)
     return vm
+
+
+def qemu_failed_to_start(returncode: int | None, timed_out: bool, serial_log: Path) -> bool:
+    """QEMU exited with an error and the guest never wrote to its serial port. A guest that
+    crashes before its console prints nothing either, but QEMU (-no-reboot) then exits 0."""
+    if timed_out or returncode in (0, None):
+        return False
+    try:
+        return serial_log.stat().st_size == 0
+    except FileNotFoundError:
+        return True
 
 
 @contextlib.contextmanager

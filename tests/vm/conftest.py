@@ -119,6 +119,8 @@ def pytest_runtest_makereport(
                 if path.is_file():
                     shutil.copy2(path, target / path.name)
             lines.append(f"{name}: {result.describe()} -> {target / 'serial.log'}")
+            if result.exit_status != 0:
+                lines.append(result.tails())
         report.sections.append(("vm boots (serial logs kept)", "\n".join(lines)))
     return report
 

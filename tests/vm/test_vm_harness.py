@@ -10,7 +10,7 @@ import pytest
 
 from vmtest import placement
 from vmtest.machine import Source, VMSpec, VMUnavailable, kernel_cmdline, qemu_argv
-from vmtest.runner import sparse_file
+from vmtest.runner import VMResult, run, sparse_file
 from vmtest.settings import Mode, Settings
 
 KERNEL = Path("/k/bzImage")
@@ -149,6 +149,74 @@ def test_sparse_backing_file_is_deleted_with_its_directory(tmp_path: Path) -> No
         assert backing.stat().st_blocks == 0
         assert backing.parent.parent == tmp_path
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_boot_without_result_reports_qemu_and_the_serial_tail(tmp_path: Path) -> None:
+    (tmp_path / "qemu.out").write_text("qemu-system-x86_64: cannot set up guest memory\n")
+    serial = tmp_path / "serial.log"
+    serial.write_text("".join(f"line {n}\n" for n in range(40)))
+    vm = VMResult(VMSpec(kernel=KERNEL), tmp_path, serial, 2.3, 1, False, None, [])
+    assert vm.exit_status is None
+    assert "no result.json came back (QEMU exit code 1)" in vm.describe()
+    tails = vm.tails(lines=3).splitlines()
+    assert tails == [
+        "QEMU output: qemu-system-x86_64: cannot set up guest memory",
+        "last 3 serial lines:",
+        "line 37",
+        "line 38",
+        "line 39",
+    ]
+    serial.write_text("")
+    assert "serial log empty" in vm.tails()
+
+
+FAKE_QEMU = """#!/bin/sh
+# Fails to start (exit 1, nothing on serial) while $FAIL_FILE exists, removing it; then
+# plays a guest that writes its serial log and result.json into the vmtest share.
+if [ -e "$FAIL_FILE" ]; then rm "$FAIL_FILE"; echo "cannot set up guest memory"; exit 1; fi
+for arg; do
+    case "$arg" in
+    file,id=serial0,path=*) echo "[    0.000000] Linux version" > "${arg#*path=}" ;;
+    local,id=vmtest,path=*) share=${arg#*path=}; share=${share%%,*} ;;
+    esac
+done
+echo '{"exit_status": 0, "steps": []}' > "$share/result.json"
+"""
+
+
+@pytest.mark.parametrize(("fails", "retried"), [(False, False), (True, True)])
+def test_qemu_that_fails_to_start_is_run_once_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool, retried: bool
+) -> None:
+    qemu = tmp_path / "qemu"
+    qemu.write_text(FAKE_QEMU)
+    qemu.chmod(0o755)
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"")
+    fail_file = tmp_path / "fail-once"
+    if fails:
+        fail_file.touch()
+    monkeypatch.setenv("FAIL_FILE", str(fail_file))
+    vm = run(VMSpec(kernel=kernel, qemu=str(qemu)), [], tmp_path / "work")
+    assert vm.exit_status == 0
+    assert vm.retried is retried
+    first = tmp_path / "work" / "qemu-first.out"
+    assert first.is_file() is retried
+    if retried:
+        assert "cannot set up guest memory" in first.read_text()
+        assert "QEMU failed to start once" in vm.describe()
+
+
+def test_a_guest_that_dies_silently_is_not_run_again(tmp_path: Path) -> None:
+    """QEMU exits 0 with an empty serial log: the guest's fault, reported, not retried."""
+    qemu = tmp_path / "qemu"
+    qemu.write_text("#!/bin/sh\nexit 0\n")
+    qemu.chmod(0o755)
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"")
+    vm = run(VMSpec(kernel=kernel, qemu=str(qemu)), [], tmp_path / "work")
+    assert vm.exit_status is None
+    assert not vm.retried
 
 
 def test_whitespace_in_a_path_is_refused() -> None:
