@@ -53,7 +53,7 @@ help:
 	@echo "make kunit-run      kunit.py run with its own kernel (not in make test)"
 	@echo "make vm-test        the VM scenario matrix (pytest -m vm)"
 	@echo "make vm-test-debug  scenario 7 on the KASAN/lockdep/kmemleak kernel"
-	@echo "make vm-test-long   the setting race and 100 pressure cycles (not in make test)"
+	@echo "make vm-test-long   the setting race, 100 pressure and 20 hot-remove cycles (not in make test)"
 	@echo "make range-diff     kernel-patch/range-diff.txt: the series of the bases compared"
 	@echo "make post IDENTITY=\"Name <mail>\" [TREE=path]  the 7.3 series as mails in post/"
 	@echo "make update-bases   move kernel-patch/bases.lock to the newest versions served"
@@ -143,8 +143,9 @@ VM_JOBS ?= $(shell nproc)
 vm-test: venv kernel kernel-stock $(if $(DEEP),kernel-debug) vm-deps
 	$(VPY) -m pytest -q -m 'vm and not long' -n $(VM_JOBS) tests/vm
 
-# The long runs (not in make test): the 1000-write race of the setting against binds and
-# the pressure cycles (100 on the built-in kernel, 5 on the KASAN one), on the default base.
+# The long runs (not in make test): the 1000-write race of the setting against binds, the
+# pressure cycles (100 on the built-in kernel, 5 on the KASAN one) and 20 hot-remove cycles
+# (make test runs 5), on the default base.
 vm-test-long: venv kernel kernel-debug vm-deps
 	MEMMAP_KMEM_PRESSURE_CYCLES=100 $(VPY) -m pytest -q -m 'vm and long' -n $(VM_JOBS) tests/vm
 

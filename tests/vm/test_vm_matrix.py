@@ -299,7 +299,7 @@ def test_s5_no_hidden_device_state(vm: Harness) -> None:
     asserts.clean_log(result)
 
 
-# --- 6: hot-remove, 20 cycles in one boot --------------------------------------------------
+# --- 6: hot-remove cycles in one boot: 5 in make test, 20 in make vm-test-long -------------
 
 
 def expected_blocks(device: dict[str, Any], block_size: int) -> list[int]:
@@ -309,12 +309,13 @@ def expected_blocks(device: dict[str, Any], block_size: int) -> list[int]:
     return list(range(first, (int(device["start"]) + int(device["size"])) // block_size))
 
 
-def test_s6_hot_remove_cycles(vm: Harness, figures: Callable[[str, Any], None]) -> None:
-    """Global N, kmem `on`: 20 x online -> offline -> remove. Each cycle: every block of the
-    device online with attribute 1 and its memmap on its first pages (witness), node 1's
+@pytest.mark.parametrize("count", [5, pytest.param(20, marks=pytest.mark.long)])
+def test_s6_hot_remove_cycles(vm: Harness, figures: Callable[[str, Any], None], count: int) -> None:
+    """Global N, kmem `on`: count x online -> offline -> remove. Each cycle: every block of
+    the device online with attribute 1 and its memmap on its first pages (witness), node 1's
     MemTotal = blocks x (block - memmap) with the blocks taken from the device's range;
-    after removal MemTotal is back at the baseline."""
-    count = 20
+    after removal MemTotal is back at the baseline. Node 0 may lose less than 4 MiB over
+    all cycles (a leak of a memmap's size per cycle would show in 5)."""
     result = vm.boot(
         [
             s.kmem_set("on"),
@@ -326,7 +327,7 @@ def test_s6_hot_remove_cycles(vm: Harness, figures: Callable[[str, Any], None]) 
         ],
         source=Source.PMEM,
         append=[GLOBAL_N],
-        timeout=400,
+        timeout=100 + 15 * count,
     )
     asserts.booted_ok(result)
     baseline = result.step("baseline")
