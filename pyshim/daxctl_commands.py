@@ -16,7 +16,7 @@ from pyshim.errors import EXIT_OK, MissingPrerequisite, OperationFailed, PyshimE
 from pyshim.kernel import DeviceVanished, Sysfs
 
 if TYPE_CHECKING:
-    from pyshim.cli import Context
+    from pyshim.context import Context
 
 
 def _daxctl_prerequisites(ctx: Context, action: str) -> None:

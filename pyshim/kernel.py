@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, TypeVar
 from pyshim import parse
 from pyshim.drivers import DriverSpec
 from pyshim.errors import MissingPrerequisite, OperationFailed
-from pyshim.logic import (
+from pyshim.snapshot import (
     DaxDevice,
+    MemmapSettings,
     MemoryBlock,
     NodeAccounting,
-    Settings,
     Snapshot,
 )
 
@@ -252,8 +252,8 @@ class Sysfs:
         text = self.read(f"{MEMORY}/auto_online_blocks")
         return text.strip() if text else None
 
-    def settings(self, spec: DriverSpec) -> Settings:
-        return Settings(
+    def settings(self, spec: DriverSpec) -> MemmapSettings:
+        return MemmapSettings(
             block_size=self.block_size(),
             kmem=self.driver_setting(spec),
             global_mode=self.global_mode(),

@@ -1,25 +1,21 @@
-"""Output: show/check/plan as text or JSON, node_exporter metrics, and the HTML report."""
+"""Output: show, check and plan as text or JSON (report.py writes metrics and the HTML report).
+
+Every word pyshim prints about a check comes from here: check.py returns a typed result and
+the fix for a device is an enum, worded below with the program's name.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
-from pyshim.logic import (
-    JSON_VERSION,
-    PAGE_SIZE,
-    DaxDevice,
-    MemoryBlock,
-    Snapshot,
-    attribute_json,
-    location,
-    memmap_bytes,
-    memmap_pages,
-    settings_json,
-)
-from pyshim.parse import DaxState, GlobalMode, KmemSetting, format_size
+from pyshim.check import CheckResult, DeviceCheck, Fix, NodeCheck, Status
+from pyshim.logic import PAGE_SIZE, Plan, PlanColumn, memmap_bytes
+from pyshim.parse import format_size
+from pyshim.snapshot import DaxDevice, MemmapSettings, MemoryBlock, Snapshot
+from pyshim.witness import Placement
 
-if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+# Format version of every JSON document pyshim prints; raised on incompatible changes.
+JSON_VERSION = 1
 
 
 def _is_flat(value: object) -> bool:
@@ -212,340 +208,262 @@ def show_text(data: dict[str, Any]) -> str:
 # --- check -------------------------------------------------------------------------------------
 
 
+def location(on_memory: bool) -> str:
+    return "memory" if on_memory else "dram"
+
+
+def attribute_json(value: bool | None) -> int | None:
+    """A 0/1 sysfs attribute as the kernel shows it (None when the file is absent)."""
+    return None if value is None else int(value)
+
+
+def settings_json(settings: MemmapSettings) -> dict[str, object]:
+    return {
+        "kmem_memmap_on_memory": settings.kmem.value if settings.kmem else None,
+        "global_memmap_on_memory": settings.global_mode.value if settings.global_mode else None,
+        "memory_block_size_bytes": settings.block_size,
+        "memmap_bytes_per_block": memmap_bytes(settings.block_size),
+        "memmap_on_memory_bytes_per_block": settings.pages_per_block * PAGE_SIZE,
+        "supported": settings.unsupported_reason is None,
+        "unsupported_reason": settings.unsupported_reason,
+    }
+
+
+def reonline_command(prog: str, device: str) -> str:
+    """Remove the device's memory and add it again: placement is decided at the hot-add."""
+    return f"{prog} reconfigure --mode devdax {device} && {prog} online {device}"
+
+
+def fix_text(fix: Fix | None, prog: str, device: str) -> str | None:
+    if fix is Fix.REONLINE:
+        return reonline_command(prog, device)
+    if fix is Fix.MIXED_BLOCKS:
+        return (
+            "blocks of one device must agree (the kernel refuses to remove mixed ranges); "
+            "report this kernel bug"
+        )
+    if fix is Fix.PAGE_TABLES_DISAGREE:
+        return (
+            "the page tables disagree with the kernel's own bookkeeping: report this "
+            "kernel bug with the output of check --witness --json"
+        )
+    return None
+
+
+def device_check_json(d: DeviceCheck, prog: str) -> dict[str, object]:
+    dev = d.device
+    entry: dict[str, object] = {
+        "chardev": dev.name,
+        "mode": dev.mode,
+        "target_node": dev.target_node,
+        "region": dev.region,
+        "memmap_on_memory_attribute": attribute_json(dev.memmap_on_memory),
+    }
+    if d.decision is None or d.status is None:
+        entry.update(
+            expected_memmap_on_memory=None,
+            reason=None,
+            status=dev.mode if dev.driver else "disabled",
+            fix=None,
+            total_memblocks=0,
+            blocks=[],
+        )
+        return entry
+    blocks: list[dict[str, object]] = []
+    for b in d.blocks:
+        block: dict[str, object] = {
+            "memory": b.block.number,
+            "state": b.block.state,
+            "memmap": location(b.on_memory),
+            "memmap_bytes": b.memmap_bytes,
+            "status": b.status.value,
+        }
+        if b.witness is not None:
+            block.update(
+                attribute=b.block.memmap_on_memory,
+                witness=b.witness.placement.value,
+                witness_nodes=list(b.witness.nodes),
+                memmap_phys=[f"{lo:#x}-{hi - 1:#x}" for lo, hi in b.witness.extents],
+                mapping=[format_size(s) for s in b.witness.page_sizes],
+                witness_detail=b.witness.detail,
+            )
+        blocks.append(block)
+    entry.update(
+        expected_memmap_on_memory=d.decision.memmap_on_memory,
+        reason=d.decision.reason,
+        status=d.status.value,
+        fix=fix_text(d.fix, prog, dev.name),
+        total_memblocks=len(d.blocks),
+        blocks=blocks,
+    )
+    return entry
+
+
+def node_check_json(n: NodeCheck) -> dict[str, object]:
+    return {
+        "node": n.node,
+        "total_memblocks": n.total_memblocks,
+        "online_memblocks": n.online_memblocks,
+        "memmap_on_memory_memblocks": n.memmap_on_memory_memblocks,
+        "present_bytes": n.present_bytes,
+        "managed_bytes": n.managed_bytes,
+        "present_minus_managed_bytes": n.present_minus_managed_bytes,
+        "expected_present_minus_managed_bytes": n.expected_present_minus_managed_bytes,
+        "memtotal_bytes": n.memtotal_bytes,
+        "expected_memtotal_bytes": n.expected_memtotal_bytes,
+        "status": "skipped" if n.status is None else n.status.value,
+        "reason": n.reason,
+    }
+
+
+def check_json(result: CheckResult, prog: str) -> dict[str, object]:
+    data: dict[str, object] = {
+        "version": JSON_VERSION,
+        "settings": settings_json(result.settings),
+        "devices": [device_check_json(d, prog) for d in result.devices],
+        "nodes": [node_check_json(n) for n in result.nodes],
+        "vanished": list(result.vanished),
+        "status": result.status.value,
+    }
+    if result.layout is not None:
+        layout = result.layout
+        data["witness"] = {
+            "paging_levels": layout.levels,
+            "page_offset_base": f"{layout.page_offset:#x}",
+            "vmemmap_base": f"{layout.vmemmap_base:#x}",
+            "init_top_pgt": f"{layout.top_table:#x}",
+            "kaslr_offset": f"{layout.kaslr_offset:#x}",
+            "struct_page_size": layout.struct_page_size,
+        }
+    return data
+
+
 def _size(value: int | None) -> str:
     return "-" if value is None else compact_size(value)
 
 
-def check_text(result: dict[str, Any], prog: str) -> str:
-    lines: list[str] = []
-    for d in result["devices"]:
-        if d["mode"] != "system-ram":
+def witness_text(result: CheckResult) -> list[str]:
+    """check --witness: each block's memmap as the page tables show it, one line a block."""
+    layout = result.layout
+    if layout is None:
+        return []
+    lines = [
+        f"memmap of each block from the page tables ({layout.levels}-level, vmemmap_base "
+        f"{layout.vmemmap_base:#x}, page_offset_base {layout.page_offset:#x}, struct page "
+        f"{layout.struct_page_size} B):"
+    ]
+    for d in result.devices:
+        for b in d.blocks:
+            seen = b.witness
+            if seen is None:
+                continue
+            if seen.placement is Placement.ON_BLOCK:
+                where = "on the block"
+            elif seen.placement is Placement.BOOT_MEMORY:
+                where = "in DRAM on node " + ",".join(map(str, seen.nodes))
+            else:
+                where = f"{seen.placement.value}: {seen.detail}"
+            attribute = "-" if b.block.memmap_on_memory is None else int(b.block.memmap_on_memory)
+            phys = " ".join(f"{lo:#x}-{hi - 1:#x}" for lo, hi in seen.extents) or "-"
+            mapping = "/".join(format_size(s) for s in seen.page_sizes) or "-"
             lines.append(
-                f"{d['chardev']}  {d['status']}  node {d['target_node']}: no memory blocks "
-                f"(online it with: {prog} online {d['chardev']})"
+                f"  memory{b.block.number}  {d.device.name}  {b.block.state}  "
+                f"{phys} ({mapping} pages): {where}; attribute {attribute}: {b.status.value}"
+            )
+    return lines
+
+
+def check_text(result: CheckResult, prog: str) -> str:
+    lines = witness_text(result)
+    for d in result.devices:
+        dev = d.device
+        if d.decision is None or d.status is None:
+            status = dev.mode if dev.driver else "disabled"
+            lines.append(
+                f"{dev.name}  {status}  node {dev.target_node}: no memory blocks "
+                f"(online it with: {prog} online {dev.name})"
             )
             continue
-        blocks = d["blocks"]
-        on_mem = sum(1 for b in blocks if b["memmap"] == "memory")
-        where = location(bool(d["expected_memmap_on_memory"]))
+        on_mem = sum(1 for b in d.blocks if b.on_memory)
+        where = location(d.decision.memmap_on_memory)
         line = (
-            f"{d['chardev']}  system-ram  node {d['target_node']}  {d['region']}: "
-            f"{len(blocks)} blocks, memmap on memory {on_mem}, in DRAM {len(blocks) - on_mem}; "
-            f"settings choose {where} ({d['reason']}): {d['status']}"
+            f"{dev.name}  system-ram  node {dev.target_node}  {dev.region}: "
+            f"{len(d.blocks)} blocks, memmap on memory {on_mem}, in DRAM {len(d.blocks) - on_mem}; "
+            f"settings choose {where} ({d.decision.reason}): {d.status.value}"
         )
-        if d["status"] == "stale":
-            stale = sum(1 for b in blocks if b["status"] == "stale")
+        fix = fix_text(d.fix, prog, dev.name)
+        if d.fix is Fix.REONLINE:
+            stale = sum(1 for b in d.blocks if b.status is Status.STALE)
             line += (
-                f"\n  {stale} blocks were onlined under an earlier setting; re-online with: "
-                f"{d['fix']}"
+                f"\n  {stale} blocks were onlined under an earlier setting; re-online with: {fix}"
             )
-        elif d["fix"]:
-            line += f"\n  {d['fix']}"
+        elif fix:
+            line += f"\n  {fix}"
         lines.append(line)
-    for n in result["nodes"]:
-        if n["status"] == "skipped":
-            lines.append(f"node {n['node']}: cross-check skipped ({n['reason']})")
+    for n in result.nodes:
+        if n.status is None:
+            lines.append(f"node {n.node}: cross-check skipped ({n.reason})")
             continue
         lines.append(
-            f"node {n['node']}: present-managed {_size(n['present_minus_managed_bytes'])} "
-            f"(expected {_size(n['expected_present_minus_managed_bytes'])}), MemTotal "
-            f"{_size(n['memtotal_bytes'])} (expected {_size(n['expected_memtotal_bytes'])}): "
-            f"{n['status']}"
+            f"node {n.node}: present-managed {_size(n.present_minus_managed_bytes)} "
+            f"(expected {_size(n.expected_present_minus_managed_bytes)}), MemTotal "
+            f"{_size(n.memtotal_bytes)} (expected {_size(n.expected_memtotal_bytes)}): "
+            f"{n.status.value}"
         )
-        if n["status"] != "ok":
-            lines.append(f"  {n['reason']}")
-    lines.append(f"check: {result['status']}")
+        if n.status is not Status.OK:
+            lines.append(f"  {n.reason}")
+    lines.append(f"check: {result.status.value}")
     return "\n".join(lines) + "\n"
 
 
 # --- plan --------------------------------------------------------------------------------------
 
 
-def plan_text(p: dict[str, Any]) -> str:
-    w = p["with_memmap_on_memory"]
-    wo = p["without_memmap_on_memory"]
-    lines = [
-        f"capacity {format_size(p['capacity_bytes'])} = {p['memblocks']} memory blocks of "
-        f"{format_size(p['memory_block_size_bytes'])}"
-        + (
-            f" ({format_size(p['unusable_tail_bytes'])} tail unusable)"
-            if p["unusable_tail_bytes"]
-            else ""
-        ),
-        f"memmap: {format_size(p['memmap_bytes_per_block'])} per block",
-        f"without memmap_on_memory: DRAM {format_size(wo['dram_memmap_bytes'])}, "
-        f"device 0 B, usable {format_size(wo['usable_bytes'])}",
-    ]
-    if w["possible"]:
-        lines.append(
-            f"with memmap_on_memory:    DRAM 0 B, device {format_size(w['device_memmap_bytes'])}, "
-            f"usable {format_size(w['usable_bytes'])}"
-        )
-        lines.append(f"DRAM saved: {format_size(p['dram_saved_bytes'])}")
-    else:
-        lines.append(f"with memmap_on_memory:    not possible: {w['reason']}")
-    return "\n".join(lines) + "\n"
-
-
-# --- metrics -----------------------------------------------------------------------------------
-
-
-def memmap_by_node(snapshot: Snapshot) -> dict[tuple[int, str], tuple[int, int]]:
-    """{(node, memmap_node): (memory blocks, memmap bytes)} over the blocks of dax devices in
-    system-ram mode; memmap_node is "unknown" when the DRAM node cannot be told."""
-    settings = snapshot.settings
-    on_block = memmap_pages(settings.block_size, settings.force) * PAGE_SIZE
-    in_dram = memmap_bytes(settings.block_size)
-    block_node = {i: n for n, members in snapshot.node_blocks.items() for i in members}
-    boot = snapshot.boot_memory_nodes()
-    result: dict[tuple[int, str], tuple[int, int]] = {}
-    for dev in snapshot.devices:
-        for blk in snapshot.blocks.get(dev.name, []):
-            node = block_node.get(blk.number, dev.target_node)
-            on_memory = bool(blk.memmap_on_memory)
-            home = snapshot.memmap_node(node, on_memory, boot)
-            key = (node, "unknown" if home is None else str(home))
-            blocks, size = result.get(key, (0, 0))
-            result[key] = (blocks + 1, size + (on_block if on_memory else in_dram))
-    return result
-
-
-def _state_gauge(
-    registry: CollectorRegistry,
-    name: str,
-    doc: str,
-    label: str,
-    values: list[str],
-    current: str | None,
-) -> None:
-    """A state set: one series per possible value, 1 for the current one, 0 for the rest."""
-    from prometheus_client import Gauge  # lazy, as in write_metrics
-
-    gauge = Gauge(name, doc, [label], registry=registry)
-    for value in values:
-        gauge.labels(**{label: value}).set(int(value == current))
-
-
-def write_metrics(path: str, snapshot: Snapshot, check_result: dict[str, Any], now: float) -> None:
-    """node_exporter textfile-collector metrics in base units, written atomically by
-    prometheus_client (a temporary file next to `path`, then a rename)."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
-
-    registry = CollectorRegistry()
-    settings = snapshot.settings
-    per_node = memmap_by_node(snapshot)
-    memmap = Gauge(
-        "pyshim_memmap_bytes",
-        "Memmap (struct page) of dax kmem memory blocks on node, held by memmap_node: the "
-        "same node when it lives on the blocks, else the nearest node with boot memory.",
-        ["node", "memmap_node"],
-        registry=registry,
-    )
-    blocks = Gauge(
-        "pyshim_memory_blocks",
-        "dax kmem memory blocks on node whose memmap memmap_node holds.",
-        ["node", "memmap_node"],
-        registry=registry,
-    )
-    for (node, home), (count, size) in sorted(per_node.items()):
-        memmap.labels(node=str(node), memmap_node=home).set(size)
-        blocks.labels(node=str(node), memmap_node=home).set(count)
-    Gauge(
-        "pyshim_memory_block_size_bytes",
-        "Memory block size (/sys/devices/system/memory/block_size_bytes).",
-        registry=registry,
-    ).set(settings.block_size)
-    _state_gauge(
-        registry,
-        "pyshim_kmem_memmap_on_memory",
-        "1 for the current value of /sys/bus/dax/drivers/kmem/memmap_on_memory.",
-        "setting",
-        [s.value for s in KmemSetting],
-        settings.kmem.value if settings.kmem is not None else None,
-    )
-    _state_gauge(
-        registry,
-        "pyshim_global_memmap_on_memory",
-        "1 for the current value of memory_hotplug.memmap_on_memory.",
-        "setting",
-        [m.value for m in GlobalMode],
-        settings.global_mode.value if settings.global_mode is not None else None,
-    )
-    _state_gauge(
-        registry,
-        "pyshim_check_status",
-        "1 for the result of pyshim check: ok, stale (memmaps where an earlier setting put "
-        "them) or inconsistent (blocks or node accounting disagree).",
-        "status",
-        ["ok", "stale", "inconsistent"],
-        check_result["status"],
-    )
-    dax_state = Gauge(
-        "pyshim_dax_state",
-        "1 for the current word of daxX.Y/state (Linux 7.3+, devices bound to kmem): kmem's "
-        "record of the last whole-device change, not the state of each block. Devices "
-        "without the file have no series.",
-        ["device", "state"],
-        registry=registry,
-    )
-    for dev in snapshot.devices:
-        if dev.state_attribute is None:
-            continue
-        for word in DaxState:
-            dax_state.labels(device=dev.name, state=word.value).set(
-                int(word is dev.state_attribute)
-            )
-    Gauge(
-        "pyshim_stale_memory_blocks",
-        "Memory blocks whose memmap is not where the current settings would put it.",
-        registry=registry,
-    ).set(sum(1 for d in check_result["devices"] for b in d["blocks"] if b["status"] == "stale"))
-    Gauge(
-        "pyshim_last_run_timestamp_seconds",
-        "When pyshim metrics last read the machine (Unix time).",
-        registry=registry,
-    ).set(now)
-    write_to_textfile(path, registry)
-
-
-# --- report ------------------------------------------------------------------------------------
-
-
-# Width in pixels of the largest node's picture; other nodes are drawn to the same scale.
-REPORT_WIDTH = 900
-REPORT_BAR_HEIGHT = 28
-
-
-class Run(NamedTuple):
-    """Consecutive memory blocks of one node that look the same in the report."""
-
-    first: int  # block index
-    blocks: int
-    kind: str  # memory (memmap on the block), dram (memmap elsewhere), boot
-    state: str
-    device: str | None
-
-
-def block_runs(snapshot: Snapshot, members: list[int]) -> list[Run]:
-    owner: dict[int, tuple[str, MemoryBlock]] = {}
-    for dev in snapshot.devices:
-        for blk in snapshot.blocks.get(dev.name, []):
-            owner[blk.number] = (dev.name, blk)
-    runs: list[Run] = []
-    key: tuple[str, str, str | None]
-    for index in members:
-        if index in owner:
-            device, blk = owner[index]
-            key = (location(bool(blk.memmap_on_memory)), blk.state, device)
-        else:
-            key = ("boot", "online", None)
-        last = runs[-1] if runs else None
-        if (
-            last
-            and last.first + last.blocks == index
-            and (last.kind, last.state, last.device) == key
-        ):
-            runs[-1] = last._replace(blocks=last.blocks + 1)
-        else:
-            runs.append(Run(index, 1, *key))
-    return runs
-
-
-def report_html(snapshot: Snapshot, check_result: dict[str, Any]) -> str:
-    """One picture per node, all to one scale: runs of equal blocks merged into one bar, the
-    memmap's share of blocks that hold it drawn inside them, and for memmaps in DRAM the node
-    that pays for them."""
-    import jinja2  # imported here: only `report` needs it
-
-    settings = snapshot.settings
-    per_block = memmap_bytes(settings.block_size)
-    share = memmap_pages(settings.block_size, settings.force) * PAGE_SIZE / settings.block_size
-    spans = {
-        node: max(members) - min(members) + 1
-        for node, members in snapshot.node_blocks.items()
-        if members
+def _plan_column_json(column: PlanColumn) -> dict[str, object]:
+    return {
+        "dram_memmap_bytes": column.dram_memmap_bytes,
+        "device_memmap_bytes": column.device_memmap_bytes,
+        "usable_bytes": column.usable_bytes,
     }
-    scale = REPORT_WIDTH / max(spans.values(), default=1)
-    pays: dict[int, int] = {}  # DRAM node -> bytes of other nodes' memmaps it holds
-    boot_nodes = snapshot.boot_memory_nodes()
-    nodes = []
-    saved_total = 0
-    for node in sorted(spans):
-        members = sorted(snapshot.node_blocks[node])
-        base = members[0]
-        bars = []
-        on_memory = dram = boot = 0
-        dram_homes: dict[str, int] = {}
-        for run in block_runs(snapshot, members):
-            x = (run.first - base) * scale
-            width = max(run.blocks * scale, 1.0)
-            last = run.first + run.blocks - 1
-            size = format_size(run.blocks * settings.block_size)
-            if run.kind == "boot":
-                boot += run.blocks
-                title = f"memory{run.first}-{last}: boot memory, {size}"
-            else:
-                title = (
-                    f"memory{run.first}-{last} ({run.device}, {run.state}): {run.blocks} blocks, "
-                    f"{size}, memmap {'on the blocks' if run.kind == 'memory' else 'in DRAM'}"
-                )
-                if run.kind == "memory":
-                    on_memory += run.blocks
-                else:
-                    dram += run.blocks
-                    home = snapshot.memmap_node(node, False, boot_nodes)
-                    label = "an unknown node" if home is None else f"node {home}"
-                    dram_homes[label] = dram_homes.get(label, 0) + run.blocks * per_block
-                    if home is not None:
-                        pays[home] = pays.get(home, 0) + run.blocks * per_block
-            bars.append(
-                {
-                    "x": round(x, 2),
-                    "width": round(width, 2),
-                    "memmap_width": round(max(width * share, 1.0), 2),
-                    "kind": run.kind,
-                    "state": run.state,
-                    "title": title,
-                }
-            )
-        saved = on_memory * per_block
-        saved_total += saved
-        nodes.append(
-            {
-                "node": node,
-                "bars": bars,
-                "width": round(spans[node] * scale, 2),
-                "height": REPORT_BAR_HEIGHT,
-                "size": format_size(len(members) * settings.block_size),
-                "on_memory": on_memory,
-                "dram": dram,
-                "boot": boot,
-                "saved": format_size(saved),
-                "dram_homes": [(k, format_size(v)) for k, v in sorted(dram_homes.items())],
-            }
-        )
-    for entry in nodes:
-        held = pays.get(int(str(entry["node"])), 0)
-        entry["pays"] = format_size(held) if held else None
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("pyshim", "templates"),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
-        undefined=jinja2.StrictUndefined,
-    )
-    template = env.get_template("report.html.j2")
-    # Only devices that have daxX.Y/state: on kernels before 7.3 the report stays as it was.
-    dax_states = [
-        (dev.name, dev.state_attribute.value, len(snapshot.blocks.get(dev.name, [])))
-        for dev in snapshot.devices
-        if dev.state_attribute is not None
+
+
+def plan_json(p: Plan) -> dict[str, object]:
+    with_setting: dict[str, object] = {
+        "possible": p.with_setting is not None,
+        "reason": p.unsupported_reason,
+    }
+    # Where the setting cannot apply, the memmap stays in DRAM: the column without it.
+    with_setting.update(_plan_column_json(p.with_setting or p.without_setting))
+    return {
+        "version": JSON_VERSION,
+        "capacity_bytes": p.capacity,
+        "memory_block_size_bytes": p.block_size,
+        "memblocks": p.blocks,
+        "unusable_tail_bytes": p.unusable_tail,
+        "memmap_bytes_per_block": p.memmap_per_block,
+        "without_memmap_on_memory": _plan_column_json(p.without_setting),
+        "with_memmap_on_memory": with_setting,
+        "dram_saved_bytes": p.dram_saved,
+    }
+
+
+def plan_text(p: Plan) -> str:
+    wo = p.without_setting
+    lines = [
+        f"capacity {format_size(p.capacity)} = {p.blocks} memory blocks of "
+        f"{format_size(p.block_size)}"
+        + (f" ({format_size(p.unusable_tail)} tail unusable)" if p.unusable_tail else ""),
+        f"memmap: {format_size(p.memmap_per_block)} per block",
+        f"without memmap_on_memory: DRAM {format_size(wo.dram_memmap_bytes)}, "
+        f"device 0 B, usable {format_size(wo.usable_bytes)}",
     ]
-    return template.render(
-        dax_states=dax_states,
-        settings=settings_json(settings),
-        block_size=format_size(settings.block_size),
-        memmap_per_block=format_size(per_block),
-        nodes=nodes,
-        saved_total=format_size(saved_total),
-        check=check_result,
-        scale=format_size(int(settings.block_size / scale)),
-    )
+    if p.with_setting is not None:
+        w = p.with_setting
+        lines.append(
+            f"with memmap_on_memory:    DRAM 0 B, device {format_size(w.device_memmap_bytes)}, "
+            f"usable {format_size(w.usable_bytes)}"
+        )
+        lines.append(f"DRAM saved: {format_size(p.dram_saved)}")
+    else:
+        lines.append(f"with memmap_on_memory:    not possible: {p.unsupported_reason}")
+    return "\n".join(lines) + "\n"

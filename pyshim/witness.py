@@ -54,6 +54,7 @@ from typing import NamedTuple
 
 from pyshim.errors import MissingPrerequisite, OperationFailed
 from pyshim.kernel import Sysfs
+from pyshim.snapshot import Snapshot
 
 KCORE = "proc/kcore"
 LOCKDOWN = "sys/kernel/security/lockdown"
@@ -109,7 +110,7 @@ class Translation(NamedTuple):
     page_size: int
 
 
-class Layout(NamedTuple):
+class PageTableLayout(NamedTuple):
     top_table: int  # virtual address of init_top_pgt
     page_offset: int
     vmemmap_base: int
@@ -240,7 +241,7 @@ def _kcore_unreadable(sysfs: Sysfs, path: str, exc: OSError) -> str:
     return f"cannot read {path}: {exc.strerror}"
 
 
-def read_layout(kcore: Kcore) -> Layout:
+def read_layout(kcore: Kcore) -> PageTableLayout:
     info = kcore.vmcoreinfo()
     wanted = ("SYMBOL(init_top_pgt)", "SYMBOL(vmemmap)", "NUMBER(pgtable_l5_enabled)", "SIZE(page)")
     missing = [key for key in wanted if key not in info]
@@ -250,7 +251,7 @@ def read_layout(kcore: Kcore) -> Layout:
             "needs an x86_64 kernel with CONFIG_SPARSEMEM_VMEMMAP"
         )
     try:
-        layout = Layout(
+        layout = PageTableLayout(
             top_table=_vmcoreinfo_number(info["SYMBOL(init_top_pgt)"], 16),
             page_offset=kcore.direct_map_base(),
             vmemmap_base=_vmcoreinfo_number(info["SYMBOL(vmemmap)"], 16),
@@ -282,7 +283,7 @@ def _vmcoreinfo_number(text: str, base: int) -> int:
     return int(word, base)
 
 
-def translate(kcore: Kcore, layout: Layout, vaddr: int) -> Translation | None:
+def translate(kcore: Kcore, layout: PageTableLayout, vaddr: int) -> Translation | None:
     """The physical address of a kernel virtual address, or None when not present; a walk
     the hardware would refuse (a page-size bit above the PUD) is a failure."""
     table = layout.top_table
@@ -307,7 +308,7 @@ def translate(kcore: Kcore, layout: Layout, vaddr: int) -> Translation | None:
 
 
 def block_memmap(
-    kcore: Kcore, layout: Layout, memory: int, block_size: int
+    kcore: Kcore, layout: PageTableLayout, memory: int, block_size: int
 ) -> tuple[list[tuple[int, int]], set[int], int | None]:
     """Merged physical extents of a block's struct pages, mapping sizes met, and the first
     vmemmap address that is not mapped (None when all are)."""
@@ -361,13 +362,18 @@ def classify(
     return Placement.BOOT_MEMORY, nodes, "boot memory on node " + ",".join(map(str, nodes))
 
 
-def witness_blocks(
-    sysfs: Sysfs, blocks: list[int], hotplugged: set[int]
-) -> tuple[Layout, list[BlockWitness]]:
+class Witnessed(NamedTuple):
+    """What witness_blocks read: the page-table layout and each block's placement."""
+
+    layout: PageTableLayout
+    blocks: dict[int, BlockWitness]  # memory block index -> where its memmap is
+
+
+def witness_blocks(sysfs: Sysfs, blocks: list[int], hotplugged: set[int]) -> Witnessed:
     """Where the memmap of each of `blocks` is; `hotplugged` are the blocks dax kmem added."""
     block_size = sysfs.block_size()
     node_of_block = {i: n for n, members in sysfs.node_blocks().items() for i in members}
-    result = []
+    result: dict[int, BlockWitness] = {}
     with Kcore.open(sysfs) as kcore:
         layout = read_layout(kcore)
         memmap_size = (block_size >> PAGE_SHIFT) * layout.struct_page_size
@@ -381,7 +387,33 @@ def witness_blocks(
                 placement, nodes, detail = classify(
                     memory, block_size, memmap_size, extents, node_of_block, hotplugged
                 )
-            result.append(
-                BlockWitness(memory, placement, nodes, tuple(extents), tuple(sorted(sizes)), detail)
+            result[memory] = BlockWitness(
+                memory, placement, nodes, tuple(extents), tuple(sorted(sizes)), detail
             )
-    return layout, result
+    return Witnessed(layout, result)
+
+
+def witness_for_check(sysfs: Sysfs, snapshot: Snapshot, only: str | None, prog: str) -> Witnessed:
+    """The witness of every hot-plugged block, for check --witness. Nothing to witness, or a
+    witness that could read none of the wanted blocks, proves nothing: MissingPrerequisite
+    (exit 3), never "check: ok"."""
+    if only is not None and only not in {d.name for d in snapshot.devices}:
+        raise OperationFailed(f"no dax device {only}: see {prog} show")
+    hotplugged = {b.number for blocks in snapshot.blocks.values() for b in blocks}
+    wanted = {
+        b.number for name, blocks in snapshot.blocks.items() if only in (None, name) for b in blocks
+    }
+    if not wanted:
+        which = only or "any dax device"
+        raise MissingPrerequisite(
+            f"nothing to witness: {which} has no memory blocks in system-ram mode, so there "
+            f"is no memmap to find; online one first ({prog} online daxX.Y)"
+        )
+    witnessed = witness_blocks(sysfs, sorted(hotplugged), hotplugged)
+    if all(witnessed.blocks[i].placement is Placement.UNMAPPED for i in wanted):
+        raise MissingPrerequisite(
+            f"the witness read nothing: no block's memmap is mapped at vmemmap_base "
+            f"{witnessed.layout.vmemmap_base:#x}, so this VMCOREINFO does not describe the "
+            "page tables the kernel runs on"
+        )
+    return witnessed

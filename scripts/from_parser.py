@@ -19,6 +19,7 @@ from argparse_manpage.manpage import Manpage
 
 from pyshim import __version__
 from pyshim.cliparser import build_parser
+from pyshim.commands import COMMANDS
 
 
 def render_manpage() -> str:
@@ -28,11 +29,11 @@ def render_manpage() -> str:
         "manual_title": "pyshim manual",
         "manual_section": "1",
     }
-    return str(Manpage(build_parser("pyshim"), _data=data))
+    return str(Manpage(build_parser("pyshim", COMMANDS), _data=data))
 
 
 def render_completion(shell: str) -> str:
-    return str(shtab.complete(build_parser("pyshim"), shell=shell))
+    return str(shtab.complete(build_parser("pyshim", COMMANDS), shell=shell))
 
 
 def outputs(repo: Path) -> dict[Path, str]:

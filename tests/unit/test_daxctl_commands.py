@@ -14,7 +14,7 @@ import pytest
 from test_ops import FakeDevice
 from unit_helpers import Result, tree_path
 
-from pyshim import cli, daxctl_commands
+from pyshim import cli, context, daxctl_commands
 
 
 class FakeLibrary:
@@ -130,5 +130,6 @@ def test_unknown_device(run: Runner) -> None:
 
 
 def test_program_name_from_argv() -> None:
-    assert cli.program_name("/usr/bin/pyshim") == "pyshim"
-    assert cli.program_name(str(Path(cli.__file__).with_name("__main__.py"))).endswith(" -m pyshim")
+    assert context.program_name("/usr/bin/pyshim") == "pyshim"
+    main_py = Path(cli.__file__).with_name("__main__.py")
+    assert context.program_name(str(main_py)).endswith(" -m pyshim")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyshim import kernel, logic
+from pyshim import kernel, logic, render, snapshot
 from pyshim.errors import OperationFailed
 from pyshim.parse import GlobalMode, KmemSetting
 
@@ -98,45 +98,47 @@ def test_global_reason_names_both_inputs() -> None:
 
 def test_plan_1t() -> None:
     p = logic.plan(1 << 40, 128 * MIB)
-    assert p["memblocks"] == 8192
-    assert p["without_memmap_on_memory"] == {
-        "dram_memmap_bytes": 16 << 30,
-        "device_memmap_bytes": 0,
-        "usable_bytes": 1 << 40,
-    }
-    with_setting = p["with_memmap_on_memory"]
-    assert isinstance(with_setting, dict)
-    assert with_setting["device_memmap_bytes"] == 16 << 30
-    assert with_setting["dram_memmap_bytes"] == 0
-    assert p["dram_saved_bytes"] == 16 << 30
+    assert p.blocks == 8192
+    assert p.without_setting == logic.PlanColumn(16 << 30, 0, 1 << 40)
+    assert p.with_setting == logic.PlanColumn(0, 16 << 30, (1 << 40) - (16 << 30))
+    assert p.dram_saved == 16 << 30
 
 
 def test_plan_tail_and_impossible() -> None:
     p = logic.plan(300 * MIB, 128 * MIB)
-    assert p["memblocks"] == 2
-    assert p["unusable_tail_bytes"] == 44 * MIB
+    assert p.blocks == 2
+    assert p.unusable_tail == 44 * MIB
     q = logic.plan(1 << 30, 64 * MIB)
-    assert q["dram_saved_bytes"] == 0
-    assert q["with_memmap_on_memory"]["possible"] is False  # type: ignore[index]
+    assert q.dram_saved == 0
+    assert q.with_setting is None and q.unsupported_reason
+    # Where the setting cannot apply, JSON shows the memmap staying in DRAM.
+    shown = render.plan_json(q)["with_memmap_on_memory"]
+    assert shown == {
+        "possible": False,
+        "reason": q.unsupported_reason,
+        "dram_memmap_bytes": q.without_setting.dram_memmap_bytes,
+        "device_memmap_bytes": 0,
+        "usable_bytes": 1 << 30,
+    }
 
 
 @given(st.integers(min_value=1, max_value=1 << 50), st.integers(min_value=27, max_value=34))
 def test_plan_conserves_capacity(capacity: int, shift: int) -> None:
     block = 1 << shift
     p = logic.plan(capacity, block)
-    w = p["with_memmap_on_memory"]
-    assert isinstance(w, dict)
-    assert w["usable_bytes"] + w["device_memmap_bytes"] + p["unusable_tail_bytes"] == capacity
-    assert p["dram_saved_bytes"] == p["without_memmap_on_memory"]["dram_memmap_bytes"]  # type: ignore[index]
-    assert p["dram_saved_bytes"] * 64 == p["memblocks"] * block
+    w = p.with_setting
+    assert w is not None
+    assert w.usable_bytes + w.device_memmap_bytes + p.unusable_tail == capacity
+    assert p.dram_saved == p.without_setting.dram_memmap_bytes
+    assert p.dram_saved * 64 == p.blocks * block
 
 
 def _snapshot(
     node_blocks: dict[int, set[int]], dax_blocks: list[int], distances: dict[int, dict[int, int]]
-) -> logic.Snapshot:
-    settings = logic.Settings(128 * MIB, KmemSetting.OFF, GlobalMode.OFF, True)
-    blocks = [logic.MemoryBlock(i, "online", False) for i in dax_blocks]
-    return logic.Snapshot(settings, [], {"dax0.0": blocks}, node_blocks, {}, [], distances)
+) -> snapshot.Snapshot:
+    settings = snapshot.MemmapSettings(128 * MIB, KmemSetting.OFF, GlobalMode.OFF, True)
+    blocks = [snapshot.MemoryBlock(i, "online", False) for i in dax_blocks]
+    return snapshot.Snapshot(settings, [], {"dax0.0": blocks}, node_blocks, {}, [], distances)
 
 
 def test_dram_memmap_goes_to_the_nearest_boot_node() -> None:
@@ -170,7 +172,7 @@ BLOCK_INDICES = [
 
 @pytest.mark.parametrize(("ranges", "indices"), BLOCK_INDICES)
 def test_block_indices(ranges: tuple[tuple[int, int], ...], indices: list[int]) -> None:
-    dev = logic.DaxDevice("dax0.0", "kmem", 1, 0, ranges, None, None, "cxl")
+    dev = snapshot.DaxDevice("dax0.0", "kmem", 1, 0, ranges, None, None, "cxl")
     assert dev.block_indices(128 * MIB) == indices
 
 
@@ -183,7 +185,7 @@ def test_block_cap_counts_the_blocks_it_lets_through(
 ) -> None:
     """Past the blocks a device is trusted with, Sysfs.device_blocks counts them against the
     memoryN directories: as many as exist are read, one block more is refused."""
-    dev = logic.DaxDevice("dax0.0", "kmem", 1, 0, ranges, None, None, "cxl")
+    dev = snapshot.DaxDevice("dax0.0", "kmem", 1, 0, ranges, None, None, "cxl")
     sysfs = kernel.Sysfs(tmp_path)
     memory = tmp_path / kernel.MEMORY
     memory.mkdir(parents=True)

@@ -149,7 +149,8 @@ def test_internal_error_has_no_traceback(
     def boom(ctx: object) -> int:
         raise RuntimeError("surprise")
 
-    monkeypatch.setitem(cli_module.COMMANDS, "show", boom)
+    commands = tuple(c._replace(run=boom) if c.name == "show" else c for c in cli_module.COMMANDS)
+    monkeypatch.setattr(cli_module, "COMMANDS", commands)
     monkeypatch.delenv("PYSHIM_DEBUG", raising=False)
     r = cli(["show"])
     assert r.code == 1 and "internal error: RuntimeError: surprise" in r.err
@@ -257,8 +258,9 @@ def test_every_command_has_a_description_with_an_example() -> None:
     import argparse
 
     from pyshim.cliparser import build_parser
+    from pyshim.commands import COMMANDS
 
-    parser = build_parser("pyshim")
+    parser = build_parser("pyshim", COMMANDS)
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in commands.choices.items():
         assert f"Example: pyshim {name}" in (sub.description or ""), name

@@ -269,7 +269,7 @@ def test_layout_read_through_kcore(tmp_path: Path) -> None:
     kcore.write(tmp_path)
     with witness.Kcore.open(Sysfs(tmp_path)) as reader:
         layout = witness.read_layout(reader)
-    assert layout == witness.Layout(
+    assert layout == witness.PageTableLayout(
         top_table=0xFFFF_FFFF_9A00_2000,
         page_offset=kcore.page_offset,
         vmemmap_base=kcore.vmemmap,

@@ -208,7 +208,7 @@ def memmap_witness(repo: str | None, blocks: list[int]) -> dict[str, Any]:
                 "page_sizes": list(w.page_sizes),
                 "detail": w.detail,
             }
-            for w in found
+            for w in found.values()
         },
     }
 
