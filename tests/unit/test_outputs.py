@@ -75,6 +75,28 @@ def test_metrics(cli: Callable[..., Result], tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pyshim.prom"]
 
 
+def test_metrics_never_write_through_a_planted_name(
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """The temporary file is a new one (mkstemp): a symlink planted at the name a fixed
+    scheme would use (prometheus_client's write_to_textfile: path.PID.THREAD) is left alone,
+    and so is the file it points to."""
+    import os
+    import threading
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    planted = textfile / f"pyshim.prom.{os.getpid()}.{threading.current_thread().ident}"
+    planted.symlink_to(victim)
+    r = cli(["metrics", "--textfile", str(textfile), "--sysroot", str(tree_path("mixed"))])
+    assert r.code == 0, r.err
+    assert victim.read_text() == "keep\n"
+    assert planted.is_symlink()
+    assert "pyshim_check_status" in (textfile / "pyshim.prom").read_text()
+
+
 def test_metrics_missing_dir(cli: Callable[..., Result], tmp_path: Path) -> None:
     r = cli(["metrics", "--textfile", str(tmp_path / "nope"), "--sysroot", str(tree_path("mixed"))])
     assert r.code == 2
