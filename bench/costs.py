@@ -27,7 +27,7 @@ from typing import Any
 from vmtest import costs, placement
 from vmtest.machine import VMUnavailable
 from vmtest.runner import qemu_version, run
-from vmtest.settings import Settings
+from vmtest.settings import bootable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,10 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "costs.json")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/memmap-kmem-bench/costs"))
     args = parser.parse_args(argv)
-    settings = Settings.from_env(kernel=args.kernel)
-    missing = settings.missing(settings.kernel)
-    if missing:
-        print(f"costs: {missing}", file=sys.stderr)
+    settings = bootable("costs", args.kernel)
+    if settings is None:
         return 3
     built = costs.build()
     guest = built / "costs-guest"

@@ -31,7 +31,7 @@ from vmtest import placement
 from vmtest import steps as s
 from vmtest.machine import Source, VMSpec, VMUnavailable
 from vmtest.runner import VMResult, qemu_version, run
-from vmtest.settings import Settings
+from vmtest.settings import bootable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -291,10 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", help="patched image (default as the VM tests)")
     parser.add_argument("--skip-untraced", action="store_true", help="only the traced boot")
     args = parser.parse_args(argv)
-    settings = Settings.from_env(kernel=args.kernel)
-    missing = settings.missing(settings.kernel)
-    if missing:
-        print(f"p2_phases: {missing}", file=sys.stderr)
+    settings = bootable("p2_phases", args.kernel)
+    if settings is None:
         return 3
 
     def spec(kernel: Path) -> VMSpec:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,3 +83,14 @@ class Settings:
 
     def fixed_accel(self) -> Accel | None:
         return None if self.accel == "auto" else Accel(self.accel)
+
+
+def bootable(prog: str, kernel: str | None = None) -> Settings | None:
+    """Settings whose patched image can boot here (kernel: another image); else None, after
+    one line on stderr that says why (a benchmark then exits 3)."""
+    settings = Settings.from_env(kernel=kernel)
+    missing = settings.missing(settings.kernel)
+    if missing:
+        print(f"{prog}: {missing}", file=sys.stderr)
+        return None
+    return settings
