@@ -48,6 +48,14 @@ def both(*damages: Callable[[Path], None]) -> Callable[[Path], None]:
     return damage
 
 
+def device_size(size: int) -> Callable[[Path], None]:
+    """The device (one mapping from 4 GiB) claims size bytes: its size file and mapping."""
+    return both(
+        put(f"{DEV}/size", f"{size}\n"),
+        put(f"{DEV}/mapping0/end", f"{(1 << 32) + size - 1:#x}\n"),
+    )
+
+
 def replace_with(rel: str, make: Callable[[Path], None]) -> Callable[[Path], None]:
     def damage(root: Path) -> None:
         (root / rel).unlink()
@@ -308,10 +316,7 @@ CASES = [
         ["check"],
         1,
         "is not a size x86-64 can address",
-        both(
-            put(f"{DEV}/size", f"{1 << 60}\n"),
-            put(f"{DEV}/mapping0/end", f"{(1 << 32) + (1 << 60) - 1:#x}\n"),
-        ),
+        device_size(1 << 60),
     ),
     Case(
         "distance-short",
@@ -489,10 +494,7 @@ CASES = [
         ["check"],
         1,
         "spans 16777216 memory blocks of 134217728 bytes, but",
-        both(
-            put(f"{DEV}/size", f"{(1 << 24) * (128 << 20)}\n"),
-            put(f"{DEV}/mapping0/end", f"{(1 << 32) + (1 << 24) * (128 << 20) - 1:#x}\n"),
-        ),
+        device_size((1 << 24) * (128 << 20)),
     ),
     Case(
         "node-online-millions",
