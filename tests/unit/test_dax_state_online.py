@@ -11,7 +11,6 @@ works only from unplugged (-EBUSY otherwise); a failed hot-add leaves the device
 from __future__ import annotations
 
 import errno
-import io
 import json
 import shutil
 from collections.abc import Callable
@@ -20,9 +19,9 @@ from pathlib import Path
 import pytest
 from test_daxctl_commands import FakeLibrary
 from test_ops import FakeDevice
-from unit_helpers import Result
+from unit_helpers import Result, run_cli
 
-from pyshim import cli, daxctl_commands, ops
+from pyshim import daxctl_commands, ops
 from pyshim.errors import MissingPrerequisite, OperationFailed
 from pyshim.kernel import DAX_DEVICES, MEMORY, KernelWriteError, Sysfs
 
@@ -241,16 +240,9 @@ def run(kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch) -> Runner:
     monkeypatch.setattr(daxctl_commands, "_daxctl_prerequisites", lambda ctx, action: None)
 
     def run(argv: list[str], devices: dict[str, FakeDevice]) -> Result:
-        out, err = io.StringIO(), io.StringIO()
-        env = cli.Environment(
-            stdout=out,
-            stderr=err,
-            euid=lambda: 0,
-            library=lambda verbose: FakeLibrary(devices),  # type: ignore[arg-type, return-value]
-            prog="pyshim",
+        return run_cli(
+            [*argv, "--sysroot", str(kernel.root)], library=lambda verbose: FakeLibrary(devices)
         )
-        code = cli.main([*argv, "--sysroot", str(kernel.root)], env)
-        return Result(code, out.getvalue(), err.getvalue())
 
     return run
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from test_ops import FakeDevice
-from unit_helpers import Result, tree_path
+from unit_helpers import Result, run_cli, tree_path
 
 from pyshim import cli, context, daxctl_commands
 
@@ -46,16 +46,8 @@ def run(monkeypatch: pytest.MonkeyPatch) -> Runner:
     monkeypatch.setattr(daxctl_commands, "_daxctl_prerequisites", lambda ctx, action: None)
 
     def run(argv: list[str], devices: dict[str, FakeDevice]) -> Result:
-        out, err = io.StringIO(), io.StringIO()
-        env = cli.Environment(
-            stdout=out,
-            stderr=err,
-            euid=lambda: 0,
-            library=lambda verbose: FakeLibrary(devices),  # type: ignore[arg-type, return-value]
-            prog="pyshim",
-        )
-        code = cli.main([*argv, "--sysroot", str(tree_path("mixed"))], env)
-        return Result(code, out.getvalue(), err.getvalue())
+        root = str(tree_path("mixed"))
+        return run_cli([*argv, "--sysroot", root], library=lambda verbose: FakeLibrary(devices))
 
     return run
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyshim.cli import Environment, main
 
@@ -26,9 +28,13 @@ class Result:
     err: str
 
 
-def run_cli(argv: list[str], euid: int = 0) -> Result:
+def run_cli(argv: list[str], euid: int = 0, library: Callable[[bool], Any] | None = None) -> Result:
+    """main(argv) as root (or euid), with its output caught; library: a stand-in for
+    libdaxctl (called with the verbose flag), for online, offline and reconfigure."""
     out, err = io.StringIO(), io.StringIO()
     env = Environment(stdout=out, stderr=err, euid=lambda: euid, prog="pyshim")
+    if library is not None:
+        env.library = library
     code = main(argv, env)
     return Result(code, out.getvalue(), err.getvalue())
 
