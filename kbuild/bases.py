@@ -170,6 +170,14 @@ FLAVOURS = {
             extra_patches="tests/vm/contig-kernel",
             extra_patch_bases=("7.3",),
         ),
+        # The same without the zone->contiguous patch: only the test-only zoneinfo line, so
+        # that the contig test can be seen failing where the fix is missing.
+        Flavour(
+            "contig-unfixed",
+            series=True,
+            extra_patches="tests/vm/contig-unfixed",
+            extra_patch_bases=("7.3",),
+        ),
         # The series + a deliberately wrong patch: the witness must catch it.
         Flavour(
             "wrong",
