@@ -174,7 +174,12 @@ def qemu_argv(
     if spec.accel is Accel.KVM:
         argv += ["-accel", "kvm", "-cpu", "host"]
     else:
-        argv += ["-accel", "tcg,thread=multi", "-cpu", "max"]
+        # One host thread runs every vCPU in turn. With a thread per vCPU (thread=multi) an
+        # idle vCPU's timer interrupt was once never delivered while two guests shared the
+        # two host cores: the guest stalled in RCU ("timer wakeup didn't happen ... Possible
+        # timer handling issue on cpu=1") until the hard timeout. Round robin cannot lose
+        # that wake-up, and a guest then keeps to one host core, as `make vm-test` plans.
+        argv += ["-accel", "tcg,thread=single", "-cpu", "max"]
     argv += ["-smp", str(spec.smp)]
     cpus = f"0-{spec.smp - 1}" if spec.smp > 1 else "0"
     bus = ""

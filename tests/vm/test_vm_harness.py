@@ -138,6 +138,12 @@ def test_scale_nvdimm_sits_in_device_memory_beside_unreserved_boot_ram() -> None
         _ = spec.hotplug_base
 
 
+def test_tcg_runs_the_vcpus_in_one_thread() -> None:
+    argv = qemu_argv(VMSpec(kernel=KERNEL), Path("/w"), Path("/w/s"))
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
+    assert argv[argv.index("-smp") + 1] == "2"
+
+
 def test_boot_ram_is_reserved_unless_asked() -> None:
     argv = qemu_argv(VMSpec(kernel=KERNEL, source=Source.PMEM), Path("/w"), Path("/w/s"))
     assert "memory-backend-ram,id=m0,size=3072M" in argv
