@@ -361,7 +361,7 @@ def hwpoison_job(guest: Path, first_block: int, last_block: int) -> list[dict[st
             "grep MemTotal /sys/devices/system/node/node1/meminfo 2>/dev/null "
             "|| echo node1-memory-gone",
         ),
-        {"op": "dmesg", "label": "dmesg"},
+        s.dmesg(),
     ]
 
 

@@ -89,6 +89,11 @@ def kmemleak() -> Step:
     return {"op": "kmemleak", "label": "kmemleak"}
 
 
+def dmesg(label: str = "dmesg") -> Step:
+    """The kernel log at this point of the job (result.json has the whole log at the end)."""
+    return {"op": "dmesg", "label": label}
+
+
 def cxl_region(kind: str) -> Step:
     """A CXL region from the cxl-type3 device ("pmem" -> devdax namespace, "ram" -> dax_cxl);
     later steps use its dax device."""

@@ -138,6 +138,23 @@ def test_scale_nvdimm_sits_in_device_memory_beside_unreserved_boot_ram() -> None
         _ = spec.hotplug_base
 
 
+def test_every_step_builder_has_a_guest_op_and_back() -> None:
+    """The op names that vmtest/steps.py writes (host) and guestops.OPS (guest) are one set."""
+    import re
+    import sys
+
+    from vmtest import steps
+    from vmtest.machine import guest_dir
+
+    sys.path.insert(0, str(guest_dir()))  # the guest's own import path (agent.py runs there)
+    try:
+        import guestops
+    finally:
+        sys.path.remove(str(guest_dir()))
+    written = set(re.findall(r'"op": "(\w+)"', Path(steps.__file__).read_text()))
+    assert written == set(guestops.OPS)
+
+
 def test_tcg_runs_the_vcpus_in_one_thread() -> None:
     argv = qemu_argv(VMSpec(kernel=KERNEL), Path("/w"), Path("/w/s"))
     assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
