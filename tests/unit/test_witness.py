@@ -46,11 +46,17 @@ def blocks_of(result: Result) -> dict[int, dict[str, Any]]:
     return {b["memory"]: b for d in data["devices"] for b in d["blocks"]}
 
 
-def test_pmd_on_block_4_level(cli: Callable[..., Result], tmp_path: Path) -> None:
-    add_dax(machine(tmp_path, kmem="on"), 1, on_memory=True, region="cxl")
+def memmaps_on_their_blocks() -> Kcore:
+    """A 4-level kcore where each dax block's memmap sits on its own first pages (PMD)."""
     kcore = Kcore(levels=4)
     for block in DAX_BLOCKS:
         kcore.map_block_memmap(block, BLOCK, block * BLOCK, 2 * MIB)
+    return kcore
+
+
+def test_pmd_on_block_4_level(cli: Callable[..., Result], tmp_path: Path) -> None:
+    add_dax(machine(tmp_path, kmem="on"), 1, on_memory=True, region="cxl")
+    kcore = memmaps_on_their_blocks()
     kcore.write(tmp_path)
 
     r = run(cli, tmp_path, "--json")
@@ -396,9 +402,7 @@ def test_ram_segments_give_one_direct_map_base(cli: Callable[..., Result], tmp_p
     """Two RAM segments that put the direct map at two different bases: the tables cannot be
     read through the direct map, whichever is taken."""
     add_dax(machine(tmp_path, kmem="on"), 1, on_memory=True, region="cxl")
-    kcore = Kcore(levels=4)
-    for block in DAX_BLOCKS:
-        kcore.map_block_memmap(block, BLOCK, block * BLOCK, 2 * MIB)
+    kcore = memmaps_on_their_blocks()
     same = kcore.page_offset
     kcore.ram_segments = [(same + GIB, GIB, 1)]  # the same base: fine
     kcore.write(tmp_path)
@@ -421,10 +425,7 @@ def test_on_block_while_the_settings_choose_dram_is_stale(
     memory_hotplug.memmap_on_memory=N (stock) chooses DRAM: stale, exit 4."""
     tree = {"kmem": "off"} if patched else {"patched": False, "kmem": None}
     add_dax(machine(tmp_path, **tree), 1, on_memory=True, region="cxl")
-    kcore = Kcore(levels=4)
-    for block in DAX_BLOCKS:
-        kcore.map_block_memmap(block, BLOCK, block * BLOCK, 2 * MIB)
-    kcore.write(tmp_path)
+    memmaps_on_their_blocks().write(tmp_path)
 
     r = run(cli, tmp_path, "--json")
 
