@@ -214,8 +214,11 @@ bench: venv kernel kernel-stock
 
 # What the memmap on CXL memory costs (issue 16): struct-page accesses per page handled, the
 # LLC model and the modelled extra time; one instrumented TCG boot (bench/costs.py).
+# The traffic on the second base too (costs_7.3.json, a table of its own in costs.md).
 bench-costs: venv kernel kernel-hwpoison vm-deps
 	$(VPY) bench/costs.py
+	MEMMAP_KMEM_BASE=7.3 $(VPY) bench/costs.py --out bench/results/costs_7.3.json \
+	--kernel $$($(PYTHON) -m kbuild --base 7.3 build --flavour patched)
 	$(VPY) bench/hwpoison.py --kernel $$($(KBUILD) build --flavour hwpoison)
 	$(VPY) bench/costs_plot.py
 
