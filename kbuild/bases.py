@@ -52,6 +52,13 @@ class Pin:
 
     base: Base
     debian_version: str
+    # linux-config-<base> (Debian's own config, check-distro): its own pin, since the archive
+    # drops an old linux-config while still serving the same linux-source; None: the same.
+    config_version: str | None = None
+
+    @property
+    def config_debian_version(self) -> str:
+        return self.config_version or self.debian_version
 
     @property
     def version(self) -> str:
@@ -89,32 +96,55 @@ BASES = {
 }
 
 
-def read_lock(repo: Path) -> dict[str, str]:
-    """kernel-patch/bases.lock: base name -> pinned Debian version, in file order."""
-    pins: dict[str, str] = {}
+CONFIG_WORD = "config="
+
+
+def read_lock_lines(repo: Path) -> dict[str, tuple[str, str | None]]:
+    """kernel-patch/bases.lock: base name -> (linux-source version, linux-config version or
+    None for the same), in file order. A line is `<base> <version> [config=<version>]`."""
+    pins: dict[str, tuple[str, str | None]] = {}
     for number, line in enumerate((repo / LOCK_FILE).read_text().splitlines(), 1):
         words = line.split("#", 1)[0].split()
         if not words:
             continue
-        if len(words) != 2 or words[0] not in BASES:
+        config = words[2] if len(words) == 3 else None
+        if (
+            len(words) not in (2, 3)
+            or words[0] not in BASES
+            or (config is not None and not config.startswith(CONFIG_WORD))
+        ):
             raise ValueError(
-                f"{LOCK_FILE}:{number}: expected '<base> <debian version>' "
-                f"with a base of {', '.join(BASES)}, not {line.strip()!r}"
+                f"{LOCK_FILE}:{number}: expected '<base> <debian version> "
+                f"[{CONFIG_WORD}<debian version>]' with a base of {', '.join(BASES)}, "
+                f"not {line.strip()!r}"
             )
-        pins[words[0]] = words[1]
+        pins[words[0]] = (words[1], config.removeprefix(CONFIG_WORD) if config else None)
     if not pins:
         raise ValueError(f"{LOCK_FILE} names no base")
     return pins
 
 
-def write_lock(repo: Path, pins: dict[str, str]) -> None:
-    """Rewrite the version of each base in kernel-patch/bases.lock, keeping its comments."""
+def read_lock(repo: Path) -> dict[str, str]:
+    """kernel-patch/bases.lock: base name -> pinned linux-source version, in file order."""
+    return {name: source for name, (source, _) in read_lock_lines(repo).items()}
+
+
+def write_lock(
+    repo: Path, pins: dict[str, str], configs: dict[str, str | None] | None = None
+) -> None:
+    """Rewrite the versions of each base in pins in kernel-patch/bases.lock, keeping its
+    comments; configs: the linux-config pins (None or absent: the same as the source)."""
     path = repo / LOCK_FILE
+    old = read_lock_lines(repo)
     lines = []
     for line in path.read_text().splitlines():
         words = line.split()
         if words and not line.startswith("#") and words[0] in pins:
-            line = f"{words[0]} {pins[words[0]]}"
+            name = words[0]
+            config = (configs or {}).get(name, old[name][1] if configs is None else None)
+            line = f"{name} {pins[name]}"
+            if config and config != pins[name]:
+                line += f" {CONFIG_WORD}{config}"
         lines.append(line)
     path.write_text("\n".join(lines) + "\n")
 
@@ -125,7 +155,8 @@ def default_base(repo: Path) -> str:
 
 
 def pinned(repo: Path, name: str) -> Pin:
-    return Pin(BASES[name], read_lock(repo)[name])
+    source, config = read_lock_lines(repo)[name]
+    return Pin(BASES[name], source, config)
 
 
 @dataclass(frozen=True)

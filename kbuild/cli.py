@@ -40,17 +40,20 @@ def update_bases(repo: Path, cache: Path) -> int:
     the versions: the series (base-commit lines), range-diff.txt and the prose."""
     old = read_lock(repo)
     new = dict(old)
+    configs: dict[str, str | None] = {}
     for name in old:
         base = BASES[name]
-        served = Archive(Layout(repo, cache, pinned(repo, name)), base.suite).served(base.package)
-        if not served:
-            raise BuildError(f"{base.suite.name} serves no {base.package}")
-        new[name] = served[0]
+        archive = Archive(Layout(repo, cache, pinned(repo, name)), base.suite)
+        for package, into in ((base.package, new), (base.config_package, configs)):
+            served = archive.served(package)
+            if not served:
+                raise BuildError(f"{base.suite.name} serves no {package}")
+            into[name] = served[0]
     moved = {name: (old[name], new[name]) for name in old if old[name] != new[name]}
+    write_lock(repo, new, configs)
     if not moved:
         print("every base is at the newest version its suite serves")
         return 0
-    write_lock(repo, new)
     for name, (was, now) in moved.items():
         print(f"base {name}: {was} -> {now}")
         layout = layout_for(repo, cache, name, resolve=False)

@@ -198,14 +198,14 @@ def newest_deb(layout: Layout, suite: Suite, package: str) -> tuple[str, Path]:
 
 def distro_config(layout: Layout) -> Path:
     """Debian's own amd64 config of this kernel, from its linux-config package (downloaded
-    and unpacked into the cache: nothing is installed on the host): the same version as the
-    source where the suite still serves it, else its newest."""
+    and unpacked into the cache: nothing is installed on the host): the version pinned for it
+    in bases.lock (`config=`, else the source's), or the newest where that is gone too."""
     pin = layout.pin
-    if layout.distro_config(pin.debian_version).exists():
-        return layout.distro_config(pin.debian_version)
+    if layout.distro_config(pin.config_debian_version).exists():
+        return layout.distro_config(pin.config_debian_version)
     package = pin.base.config_package
     archive = Archive(layout, pin.base.suite)
-    choice = archive.resolve(package, pin.debian_version)
+    choice = archive.resolve(package, pin.config_debian_version)
     target = layout.distro_config(choice.version)
     if target.exists():
         return target

@@ -152,7 +152,25 @@ def test_lock_file_names_the_default_base_first(tmp_path: Path) -> None:
     assert bases.read_lock(tmp_path) == {"7.3": "7.3.4-1~bpo13+1", "6.12": "6.12.118-1~deb12u1"}
 
 
-@pytest.mark.parametrize("line", ["6.12", "6.13 6.13.1-1", "6.12 a b"])
+def test_lock_file_pins_the_config_package_on_its_own(tmp_path: Path) -> None:
+    """linux-config may be served only in another version than linux-source: its own pin,
+    kept when the source pin moves, dropped when both are the same again."""
+    (tmp_path / "kernel-patch").mkdir()
+    lock = tmp_path / bases.LOCK_FILE
+    lock.write_text("6.12 6.12.117-1~deb12u1 config=6.12.118-1~deb12u1\n7.3 7.3.4-1~bpo13+1\n")
+    pin = bases.pinned(tmp_path, "6.12")
+    assert (pin.debian_version, pin.config_debian_version) == (
+        "6.12.117-1~deb12u1",
+        "6.12.118-1~deb12u1",
+    )
+    assert bases.pinned(tmp_path, "7.3").config_debian_version == "7.3.4-1~bpo13+1"
+    bases.write_lock(tmp_path, {"7.3": "7.3.5-1~bpo13+1"})
+    assert bases.pinned(tmp_path, "6.12").config_version == "6.12.118-1~deb12u1"
+    bases.write_lock(tmp_path, {"6.12": "6.12.118-1~deb12u1"}, {"6.12": "6.12.118-1~deb12u1"})
+    assert lock.read_text().splitlines()[0] == "6.12 6.12.118-1~deb12u1"
+
+
+@pytest.mark.parametrize("line", ["6.12", "6.13 6.13.1-1", "6.12 a b", "6.12 a config=b c"])
 def test_lock_file_rejects_a_bad_line(tmp_path: Path, line: str) -> None:
     (tmp_path / "kernel-patch").mkdir()
     (tmp_path / bases.LOCK_FILE).write_text(line + "\n")
