@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pyshim.logic import PAGE_SIZE, Decision, decide, memmap_bytes
 from pyshim.parse import KmemSetting
 from pyshim.snapshot import DaxDevice, MemmapSettings, MemoryBlock, Snapshot
-from pyshim.witness import BlockWitness, PageTableLayout, Placement, Witnessed
+
+if TYPE_CHECKING:
+    # witness.py is imported where a witness is given (check --witness): not at start-up.
+    from pyshim.witness import BlockWitness, PageTableLayout, Witnessed
 
 
 class Status(enum.Enum):
@@ -148,6 +151,8 @@ def check(
 
 def _placed_by_witness(snapshot: Snapshot, witnessed: Witnessed) -> dict[str, list[MemoryBlock]]:
     """The blocks, with the witness's placement where the kernel has no attribute."""
+    from pyshim.witness import Placement
+
     return {
         name: [
             blk._replace(
@@ -185,6 +190,8 @@ def _check_device(
         size = on_block_bytes if on_memory else in_dram_bytes
         seen = None
         if witnessed is not None:
+            from pyshim.witness import Placement
+
             seen = witnessed.blocks[blk.number]
             if seen.placement is Placement.BOOT_MEMORY:
                 # What the struct pages take in DRAM, at the kernel's own SIZE(page).
@@ -210,6 +217,8 @@ def _check_device(
 def _witness_agrees(seen: BlockWitness, attribute: bool | None) -> bool:
     """The page tables found the whole memmap, on the block or in boot memory, and say what
     the attribute says (a kernel without the attribute has nothing to contradict)."""
+    from pyshim.witness import Placement
+
     if seen.placement not in (Placement.ON_BLOCK, Placement.BOOT_MEMORY):
         return False
     return attribute is None or attribute == (seen.placement is Placement.ON_BLOCK)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from pyshim import logic, parse, render, report, witness
+from pyshim import logic, parse, render
 from pyshim.check import CheckResult, Status, check
 from pyshim.context import Context
 from pyshim.drivers import validate_device
@@ -73,6 +73,8 @@ def cmd_check(ctx: Context) -> int:
     if ctx.args.witness:
         # The witness reads the page tables: it needs neither the per-driver setting nor
         # the block attribute, so it also checks stock kernels.
+        from pyshim import witness  # lazy: only this option reads /proc/kcore
+
         ctx.require_root("check --witness (it reads kernel page tables through /proc/kcore)")
         snap = ctx.sysfs.snapshot(ctx.spec)
         found = witness.witness_for_check(ctx.sysfs, snap, device, ctx.env.prog)
@@ -126,6 +128,8 @@ def cmd_metrics(ctx: Context) -> int:
     if not os.path.isdir(directory):
         raise UsageError(f"textfile directory {directory} does not exist")
     path = check_output_path(os.path.join(directory, "pyshim.prom"))
+    from pyshim import report  # lazy: only metrics and report need it
+
     snap, result = _checked_snapshot(ctx)
     try:
         report.write_metrics(path, snap, result, time.time())
@@ -139,6 +143,8 @@ def cmd_report(ctx: Context) -> int:
     if not ctx.args.html:
         raise UsageError("--html is empty: give the HTML file to write, e.g. /tmp/memmap.html")
     target = check_output_path(ctx.args.html)
+    from pyshim import report
+
     snap, result = _checked_snapshot(ctx)
     try:
         write_atomic(target, report.report_html(snap, result, ctx.env.prog))

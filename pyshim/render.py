@@ -12,7 +12,6 @@ from pyshim.check import CheckResult, DeviceCheck, Fix, NodeCheck, Status
 from pyshim.logic import PAGE_SIZE, Plan, PlanColumn, memmap_bytes
 from pyshim.parse import format_size
 from pyshim.snapshot import DaxDevice, MemmapSettings, MemoryBlock, Snapshot
-from pyshim.witness import Placement
 
 # Format version of every JSON document pyshim prints; raised on incompatible changes.
 JSON_VERSION = 1
@@ -347,6 +346,8 @@ def witness_text(result: CheckResult) -> list[str]:
     layout = result.layout
     if layout is None:
         return []
+    from pyshim.witness import Placement  # only check --witness has imported it
+
     lines = [
         f"memmap of each block from the page tables ({layout.levels}-level, vmemmap_base "
         f"{layout.vmemmap_base:#x}, page_offset_base {layout.page_offset:#x}, struct page "
