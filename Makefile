@@ -239,9 +239,8 @@ vm-test-contig: venv kernel-contig vm-deps
 # never says contiguous again after a hot-plug). Not part of make test.
 # The failure must be the zone saying 0 where 1 is due, not a boot or build failure.
 vm-test-contig-unfixed: venv vm-deps
-	$(PYTHON) -m kbuild --base 7.3 build --flavour contig-unfixed
-	! MEMMAP_KMEM_VM_CONTIG=1 MEMMAP_KMEM_BASE=7.3 \
-	MEMMAP_KMEM_CONTIG_KERNEL=$$($(PYTHON) -m kbuild --base 7.3 build --flavour contig-unfixed) \
+	kernel=$$($(PYTHON) -m kbuild --base 7.3 build --flavour contig-unfixed) || exit 1; \
+	! MEMMAP_KMEM_VM_CONTIG=1 MEMMAP_KMEM_BASE=7.3 MEMMAP_KMEM_CONTIG_KERNEL=$$kernel \
 	$(VPY) -m pytest -q -m vm tests/vm/test_vm_contig.py -p no:cacheprovider \
 	> .contig-unfixed.log 2>&1; status=$$?; cat .contig-unfixed.log; \
 	grep -q "assert 0 == 1" .contig-unfixed.log && rm -f .contig-unfixed.log && exit $$status
