@@ -28,7 +28,7 @@ DEEP := $(filter $(DEFAULT_BASE),$(BASE))
 	vm-deps vm-test vm-test-long vm-test-debug vm-test-scale range-diff check-range-diff \
 	update-bases post post-test test test-base demo bench bench-trace bench-costs vm-test-costs \
 	vm-test-costs-mutant kernel-hwpoison vm-test-hwpoison kernel-contig vm-test-contig vm-test-contig-unfixed \
-	bench-p2-7.3 clean-venv help
+	bench-p2 clean-venv help
 
 all: help
 
@@ -85,12 +85,12 @@ kernel-stock: deps
 kernel-debug: deps
 	$(KBUILD) build --flavour debug
 
-# The series plus tests/vm/wrong-kernel/*.patch (memmap from DRAM despite the altmap), in a
+# The series plus tests/vm/wrong-kernel/6.12/*.patch (memmap from DRAM despite the altmap), in a
 # tree and build directory of its own; never on branch memmap-kmem.
 kernel-wrong: deps
 	$(KBUILD) build --flavour wrong
 
-# The series + tests/vm/broken-kmem/*.patch (kmem "on" ignored), like kernel-wrong.
+# The series + tests/vm/broken-kmem/6.12/*.patch (kmem "on" ignored), like kernel-wrong.
 kernel-broken: deps
 	$(KBUILD) build --flavour broken
 
@@ -207,7 +207,7 @@ demo: venv kernel vm-deps
 
 bench: venv kernel kernel-stock
 	$(VPY) bench/p1_p2.py
-	$(VPY) bench/p2_phases.py
+	set -e; for base in $(BASES); do $(MAKE) --no-print-directory bench-p2 BASE=$$base; done
 	$(VPY) bench/p3_check_vs_lsmem.py
 	$(VPY) bench/scale.py
 	$(MAKE) --no-print-directory bench-costs
@@ -226,32 +226,37 @@ bench-costs: venv kernel kernel-hwpoison vm-deps
 kernel-hwpoison: deps
 	$(KBUILD) build --flavour hwpoison
 
-# zone->contiguous after hot-plug with kernel-patch/7.3-extra/ (issue 16, item 5); 7.3 only.
+# zone->contiguous after hot-plug with kernel-patch/<base>-extra/ (issue 16, item 5).
 kernel-contig: deps
-	$(PYTHON) -m kbuild --base 7.3 build --flavour contig
+	$(KBUILD) build --flavour contig
 
 vm-test-contig: venv kernel-contig vm-deps
-	MEMMAP_KMEM_VM_CONTIG=1 MEMMAP_KMEM_BASE=7.3 \
-	MEMMAP_KMEM_CONTIG_KERNEL=$$($(PYTHON) -m kbuild --base 7.3 build --flavour contig) \
+	MEMMAP_KMEM_VM_CONTIG=1 MEMMAP_KMEM_CONTIG_KERNEL=$$($(KBUILD) build --flavour contig) \
 	$(VPY) -m pytest -q -m vm tests/vm/test_vm_contig.py
 
 # The same test on the series without the zone->contiguous patch: it must fail (the zone
 # never says contiguous again after a hot-plug). Not part of make test.
 # The failure must be the zone saying 0 where 1 is due, not a boot or build failure.
 vm-test-contig-unfixed: venv vm-deps
-	kernel=$$($(PYTHON) -m kbuild --base 7.3 build --flavour contig-unfixed) || exit 1; \
-	! MEMMAP_KMEM_VM_CONTIG=1 MEMMAP_KMEM_BASE=7.3 MEMMAP_KMEM_CONTIG_KERNEL=$$kernel \
+	kernel=$$($(KBUILD) build --flavour contig-unfixed) || exit 1; \
+	! MEMMAP_KMEM_VM_CONTIG=1 MEMMAP_KMEM_CONTIG_KERNEL=$$kernel \
 	$(VPY) -m pytest -q -m vm tests/vm/test_vm_contig.py -p no:cacheprovider \
 	> .contig-unfixed.log 2>&1; status=$$?; cat .contig-unfixed.log; \
 	grep -q "assert 0 == 1" .contig-unfixed.log && rm -f .contig-unfixed.log && exit $$status
 
-# P2 by phase on 7.3: the series as it is, then with the zone->contiguous patch.
-bench-p2-7.3: venv kernel-contig vm-deps
-	MEMMAP_KMEM_BASE=7.3 $(VPY) bench/p2_phases.py --rounds 16 \
-	--out bench/results/p2_phases_7.3.json
-	MEMMAP_KMEM_BASE=7.3 $(VPY) bench/p2_phases.py --rounds 16 \
-	--kernel $$($(PYTHON) -m kbuild --base 7.3 build --flavour contig) \
-	--out bench/results/p2_phases_7.3_contig.json
+# P2 by phase on BASE, before and after the zone->contiguous patch: the series and the
+# series + kernel-patch/<base>-extra/, P2_ROUNDS interleaved rounds each, the two boots
+# side by side (one host core each) so that both see the same host.
+P2_ROUNDS ?= 16
+bench-p2: venv kernel kernel-contig vm-deps
+	series=$$($(KBUILD) build --flavour patched) && contig=$$($(KBUILD) build --flavour contig) && \
+	{ $(VPY) bench/p2_phases.py --rounds $(P2_ROUNDS) --kernel $$series \
+	  --workdir /tmp/memmap-kmem-bench/$(BASE) --out bench/results/p2_phases_$(BASE).json & \
+	  before=$$!; \
+	  $(VPY) bench/p2_phases.py --rounds $(P2_ROUNDS) --kernel $$contig \
+	  --workdir /tmp/memmap-kmem-bench/$(BASE)-contig \
+	  --out bench/results/p2_phases_$(BASE)_contig.json & \
+	  after=$$!; wait $$before; b=$$?; wait $$after; a=$$?; test $$b = 0 && test $$a = 0; }
 
 # Memory errors (issue 16, item 4): poison a memmap pfn and a data pfn on the kmem `on` node.
 vm-test-hwpoison: venv kernel-hwpoison vm-deps

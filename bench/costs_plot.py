@@ -260,7 +260,8 @@ def markdown(
 
 
 P2_FILES = (
-    ("6.12, the series", "p2_phases.json"),
+    ("6.12, the series", "p2_phases_6.12.json"),
+    ("6.12, the series + kernel-patch/6.12-extra (zone->contiguous)", "p2_phases_6.12_contig.json"),
     ("7.3, the series", "p2_phases_7.3.json"),
     ("7.3, the series + kernel-patch/7.3-extra (zone->contiguous)", "p2_phases_7.3_contig.json"),
 )
@@ -276,8 +277,9 @@ def p2_summary(results: Path) -> list[str]:
         d = json.loads(path.read_text())
         r = d["p2"]["add_online"]["ratio"]
         o = d["p2"]["online"]["ratio"]
+        rounds = len(d["p2"]["samples"]["memory"])
         rows.append(
-            f"| {what} | {d['setup']['rounds']} | {r['median']:.2f} ({r['q1']:.2f}-{r['q3']:.2f}) "
+            f"| {what} | {rounds} | {r['median']:.2f} ({r['q1']:.2f}-{r['q3']:.2f}) "
             f"| {o['median']:.2f} ({o['q1']:.2f}-{o['q3']:.2f}) |"
         )
     if not rows:

@@ -313,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     if args.out.is_file() and args.skip_untraced:
-        data.update({k: v for k, v in json.loads(args.out.read_text()).items() if k == "p2"})
+        kept = json.loads(args.out.read_text())
+        data["p2"] = kept["p2"]
+        data["setup"]["rounds"] = kept["setup"]["rounds"]
     try:
         if not args.skip_untraced:
             plain = boot(spec(settings.kernel), job(args.rounds, False), args.workdir / "p2-phases")

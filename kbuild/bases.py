@@ -167,10 +167,9 @@ class Flavour:
     name: str
     series: bool  # the series of kernel-patch/<base>/
     fragments: tuple[str, ...] = ()  # repository paths, merged after Kconfig.snippet
-    # Test-only patches after the series (tests/vm/wrong-kernel/), in a tree of its own so
-    # that they can never reach the series branch; written for these bases only.
+    # Patches after the series, in a tree of its own so that they can never reach the
+    # series branch: <dir>/<base>/*.patch (tests/vm/wrong-kernel/6.12/), written per base.
     extra_patches: str | None = None
-    extra_patch_bases: tuple[str, ...] = ()
 
     @property
     def strict(self) -> bool:
@@ -193,13 +192,12 @@ FLAVOURS = {
         Flavour("debug", series=True, fragments=("kbuild/debug.config",)),
         # The series + memory-failure handling and the hwpoison injector (issue 16, item 4).
         Flavour("hwpoison", series=True, fragments=("kbuild/hwpoison.config",)),
-        # The series + the zone->contiguous patch (kernel-patch/7.3-extra/, not part of the
+        # The series + the zone->contiguous patch (kernel-patch/<base>-extra/, not part of the
         # series) + a test-only patch that shows zone->contiguous in /proc/zoneinfo.
         Flavour(
             "contig",
             series=True,
             extra_patches="tests/vm/contig-kernel",
-            extra_patch_bases=("7.3",),
         ),
         # The same without the zone->contiguous patch: only the test-only zoneinfo line, so
         # that the contig test can be seen failing where the fix is missing.
@@ -207,21 +205,18 @@ FLAVOURS = {
             "contig-unfixed",
             series=True,
             extra_patches="tests/vm/contig-unfixed",
-            extra_patch_bases=("7.3",),
         ),
         # The series + a deliberately wrong patch: the witness must catch it.
         Flavour(
             "wrong",
             series=True,
             extra_patches="tests/vm/wrong-kernel",
-            extra_patch_bases=("6.12",),
         ),
         # The series + kmem ignoring "on": the series' kselftest must fail on it.
         Flavour(
             "broken",
             series=True,
             extra_patches="tests/vm/broken-kmem",
-            extra_patch_bases=("6.12",),
         ),
     )
 }

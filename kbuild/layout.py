@@ -91,9 +91,16 @@ class Layout:
         return [self.fragment, *(self.repo / f for f in flavour.fragments)]
 
     def extra_patches(self, flavour: Flavour) -> list[Path]:
+        """The flavour's patches for this base: <extra_patches>/<base>/*.patch."""
         if flavour.extra_patches is None:
             return []
-        return sorted((self.repo / flavour.extra_patches).glob("*.patch"))
+        return sorted((self.repo / flavour.extra_patches / self.pin.name).glob("*.patch"))
+
+    def extra_patch_bases(self, flavour: Flavour) -> list[str]:
+        """The bases the flavour has patches for."""
+        if flavour.extra_patches is None or not (self.repo / flavour.extra_patches).is_dir():
+            return []
+        return sorted(d.name for d in (self.repo / flavour.extra_patches).iterdir() if d.is_dir())
 
     def series(self) -> list[Path]:
         """kernel-patch/<base>/series in order, the cover letter first when it is listed."""

@@ -92,11 +92,11 @@ def prepare_own_tree(layout: Layout, flavour: Flavour) -> Path:
     the files that differ (an incremental kbuild)."""
     extra = layout.extra_patches(flavour)
     if not extra:
-        raise BuildError(f"no patches in {layout.repo / str(flavour.extra_patches)}")
-    if layout.pin.name not in flavour.extra_patch_bases:
+        written = layout.extra_patch_bases(flavour)
         raise BuildError(
             f"the {flavour.name} kernel's patches are written for the "
-            f"{', '.join(flavour.extra_patch_bases)} series, not {layout.pin.name}"
+            f"{', '.join(written) or 'no'} series, not {layout.pin.name} "
+            f"(no {flavour.extra_patches}/{layout.pin.name}/*.patch)"
         )
     ensure_source(layout)
     tree = layout.tree(flavour)

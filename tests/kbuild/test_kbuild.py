@@ -265,7 +265,7 @@ def test_every_base_comes_from_a_private_apt_not_the_host() -> None:
 
 
 def test_wrong_flavour_only_on_its_own_base(tmp_path: Path) -> None:
-    wrong = tmp_path / "tests" / "vm" / "wrong-kernel"
+    wrong = tmp_path / "tests" / "vm" / "wrong-kernel" / "6.12"
     wrong.mkdir(parents=True)
     (wrong / "0001-x.patch").write_text("x")
     layout = Layout(tmp_path, tmp_path / "cache", Pin(BASES["7.3"], "7.3.4-1~bpo13+1"))
@@ -328,7 +328,7 @@ def test_image_key_follows_the_base_version(tmp_path: Path) -> None:
 def test_wrong_flavour_has_its_own_key(tmp_path: Path) -> None:
     """The wrong kernel's image follows the series and the wrong patch."""
     layout = small_repo(tmp_path)
-    wrong_dir = tmp_path / "tests" / "vm" / "wrong-kernel"
+    wrong_dir = tmp_path / "tests" / "vm" / "wrong-kernel" / layout.pin.name
     wrong_dir.mkdir(parents=True)
     (wrong_dir / "0001-wrong.patch").write_text("wrong")
     flavour = FLAVOURS["wrong"]
@@ -395,3 +395,19 @@ def test_post_identity_is_the_posters() -> None:
     signed = sign_as(mail, "Jane Doe", "jane@example.org")
     assert "memmap-kmem@lists.example.org" not in signed
     assert signed.count("Jane Doe <jane@example.org>") == 2
+
+
+@pytest.mark.parametrize("name", sorted(f.name for f in FLAVOURS.values() if f.extra_patches))
+def test_extra_patches_are_mails_for_each_of_their_bases(name: str) -> None:
+    """tests/vm/<flavour>/<base>/: every entry is a mail (symlinks into kernel-patch/
+    resolve), for a base of the lock file, from the project's placeholder signer."""
+    flavour = FLAVOURS[name]
+    some = Layout(REPO, REPO / "unused", bases.pinned(REPO, next(iter(BASES))))
+    written = some.extra_patch_bases(flavour)
+    assert written and set(written) <= set(BASES)
+    for base in written:
+        layout = Layout(REPO, REPO / "unused", bases.pinned(REPO, base))
+        for patch in layout.extra_patches(flavour):
+            text = patch.read_text()
+            assert text.startswith("From "), patch
+            assert "\nFrom: Memmap Kmem Developers <memmap-kmem@lists.example.org>\n" in text

@@ -1,7 +1,7 @@
-"""zone->contiguous after hot-plug (issue 16, item 5): 7.3 with the series, the patch of
-kernel-patch/7.3-extra/ (walk the zone once the onlined range is online) and a test-only
-patch that prints zone->contiguous in /proc/zoneinfo (tests/vm/contig-kernel/; flavour
-`contig`).
+"""zone->contiguous after hot-plug (issue 16, item 5): the series, the patch of
+kernel-patch/<base>-extra/ (walk the zone once the onlined range is online) and a test-only
+patch that prints zone->contiguous in /proc/zoneinfo (tests/vm/contig-kernel/<base>/;
+flavour `contig`), on either base.
 
 The hot-plug node's Movable zone must say `contiguous: 1` once every block of the device
 is online (no hole), `0` while a block in its middle is offline (a hole), and `1` again
@@ -9,8 +9,10 @@ once it is back online, with the memmap on the memory (kmem `on`) and in DRAM (`
 Without the patch, move_pfn_range_to_zone() walks the zone before the new range is online,
 the walk stops there, and the zone never says 1 after a hot-plug.
 
-Opt-in (MEMMAP_KMEM_VM_CONTIG=1, `make vm-test-contig`): needs the `contig` image of 7.3
-(`python -m kbuild --base 7.3 build --flavour contig`, or MEMMAP_KMEM_CONTIG_KERNEL).
+Opt-in (MEMMAP_KMEM_VM_CONTIG=1, `make vm-test-contig [BASE=7.3]`): needs the `contig` image
+of MEMMAP_KMEM_BASE (`python -m kbuild --base <base> build --flavour contig`, or
+MEMMAP_KMEM_CONTIG_KERNEL). `make vm-test-contig-unfixed` runs it on the series with the
+test-only patch alone (flavour `contig-unfixed`), where it must fail.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ pytestmark = [
     pytest.mark.vm,
     pytest.mark.skipif(
         os.environ.get("MEMMAP_KMEM_VM_CONTIG") != "1",
-        reason="MEMMAP_KMEM_VM_CONTIG is not 1 (the 7.3 contig kernel; make vm-test-contig)",
+        reason="MEMMAP_KMEM_VM_CONTIG is not 1 (the contig kernel; make vm-test-contig)",
     ),
 ]
 
@@ -40,8 +42,9 @@ HOTPLUG_MIB = 1024
 
 
 def contig_kernel() -> Path:
-    env = {**os.environ, "MEMMAP_KMEM_BASE": "7.3"}
-    return Path(os.environ.get("MEMMAP_KMEM_CONTIG_KERNEL") or image.default_image("contig", env))
+    return Path(
+        os.environ.get("MEMMAP_KMEM_CONTIG_KERNEL") or image.default_image("contig", os.environ)
+    )
 
 
 def movable_contiguous(zoneinfo: str, node: int) -> int:

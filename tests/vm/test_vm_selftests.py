@@ -8,7 +8,7 @@ two-range-dax.sh. MEMMAP_KMEM_KSELFTEST names the directory or script, else it i
 in the kernel tree that the image was built in.
 
 MEMMAP_KMEM_BROKEN_KERNEL names a deliberately broken kernel (the series plus
-tests/vm/broken-kmem/*.patch, `make kernel-broken`): the kselftest must fail on it.
+tests/vm/broken-kmem/6.12/*.patch, `make kernel-broken`): the kselftest must fail on it.
 """
 
 from __future__ import annotations

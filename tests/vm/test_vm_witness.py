@@ -8,7 +8,7 @@ the guest's sysfs (sysinfo), not from pyshim; every one of them must carry the e
 witness: no majority.
 
 MEMMAP_KMEM_WRONG_KERNEL names a deliberately wrong kernel (the series plus
-tests/vm/wrong-kernel/*.patch: altmap reserved, struct pages from DRAM); the last test
+tests/vm/wrong-kernel/6.12/*.patch: altmap reserved, struct pages from DRAM); the last test
 boots it and requires the witness to catch what the bookkeeping misses. Unset: skipped.
 """
 
