@@ -47,7 +47,8 @@ apt-get -q update >&2
 # The orig tarball only (--tar-only): apt checks it against the sha256 of the installed
 # version's .dsc (the backport's debian tarball is no longer served, so Debian's patches are
 # not applied: the header is upstream's), and QEMU itself refuses a plugin built against
-# another plugin API version (QEMU_PLUGIN_VERSION) at load time.
+# another plugin API version (QEMU_PLUGIN_VERSION) at load time. Debian patches nothing of
+# the plugin API in that version (bench/README.md, "The meter").
 (cd "$out/download" && apt-get -q source --download-only --tar-only "qemu=$version" >&2) || true
 orig=$(ls "$out/download"/qemu_*.orig.tar.* 2>/dev/null | head -n1)
 if [ -z "$orig" ]; then
