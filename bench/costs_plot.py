@@ -267,6 +267,13 @@ P2_FILES = (
 )
 
 
+def p2_ratio(r: dict[str, Any]) -> str:
+    """median [95 % CI of the median] (IQR); files older than the CI have none."""
+    ci = r.get("median_ci95")
+    interval = f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else ""
+    return f"{r['median']:.2f}{interval} ({r['q1']:.2f}-{r['q3']:.2f})"
+
+
 def p2_summary(results: Path) -> list[str]:
     """Hot-add + online, memory/DRAM per round, from bench/p2_phases.py's files."""
     rows = []
@@ -274,23 +281,21 @@ def p2_summary(results: Path) -> list[str]:
         path = results / name
         if not path.is_file():
             continue
-        d = json.loads(path.read_text())
-        r = d["p2"]["add_online"]["ratio"]
-        o = d["p2"]["online"]["ratio"]
-        rounds = len(d["p2"]["samples"]["memory"])
+        p2 = json.loads(path.read_text())["p2"]
         rows.append(
-            f"| {what} | {rounds} | {r['median']:.2f} ({r['q1']:.2f}-{r['q3']:.2f}) "
-            f"| {o['median']:.2f} ({o['q1']:.2f}-{o['q3']:.2f}) |"
+            f"| {what} | {len(p2['samples']['memory'])} | {p2_ratio(p2['add_online']['ratio'])} "
+            f"| {p2_ratio(p2['online']['ratio'])} | {p2_ratio(p2['offline_remove']['ratio'])} |"
         )
     if not rows:
         return []
     return [
-        "`bench/p2_phases.py`: 8 GiB of hmem in 64 blocks, kmem `off`/`on` alternated ABBA in "
-        "one boot under TCG; per round the time with the memmap on the memory over the time "
-        "with it in DRAM, median (IQR):",
+        "`bench/p2_phases.py` (`make bench-p2`): 8 GiB of hmem in 64 blocks, kmem `off`/`on` "
+        "alternated ABBA in one boot under TCG, the two kernels of a base side by side; per "
+        "round the time with the memmap on the memory over the time with it in DRAM: median "
+        "[95 % confidence interval of the median] (interquartile range of the rounds):",
         "",
-        "| kernel | rounds | hot-add + online | online |",
-        "|---|---|---|---|",
+        "| kernel | rounds | hot-add + online | online | offline + remove |",
+        "|---|---|---|---|---|",
         *rows,
     ]
 
